@@ -1,0 +1,174 @@
+//! Validated names: a node, a pod (namespace + name) and a container.
+//!
+//! Kubernetes object names are at most 253 bytes and never contain control characters or
+//! `/`; we check exactly what can hurt us downstream (empty names, absurd lengths, bytes that
+//! would corrupt a path or a log line), not the full DNS grammar.
+
+use std::fmt;
+use std::sync::Arc;
+
+/// Longest name we accept (the Kubernetes limit for object names).
+pub const MAX_NAME_LEN: usize = 253;
+
+/// Why a name was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum KeyError {
+    /// The name is empty.
+    #[error("{kind} name is empty")]
+    Empty {
+        /// what kind of name
+        kind: &'static str,
+    },
+    /// The name is longer than [`MAX_NAME_LEN`].
+    #[error("{kind} name is {len} bytes long, more than {MAX_NAME_LEN}")]
+    TooLong {
+        /// what kind of name
+        kind: &'static str,
+        /// its length
+        len: usize,
+    },
+    /// The name contains a byte that no Kubernetes name contains.
+    #[error("{kind} name {name:?} contains an invalid character")]
+    InvalidChar {
+        /// what kind of name
+        kind: &'static str,
+        /// the name (lossy, for the message)
+        name: String,
+    },
+}
+
+fn validate(kind: &'static str, name: &str) -> Result<(), KeyError> {
+    if name.is_empty() {
+        return Err(KeyError::Empty { kind });
+    }
+    if name.len() > MAX_NAME_LEN {
+        return Err(KeyError::TooLong {
+            kind,
+            len: name.len(),
+        });
+    }
+    if name
+        .bytes()
+        .any(|b| b.is_ascii_control() || b == b'/' || b == b' ' || b == b'"' || b == b'\\')
+    {
+        return Err(KeyError::InvalidChar {
+            kind,
+            name: name.to_owned(),
+        });
+    }
+    Ok(())
+}
+
+macro_rules! name_type {
+    ($(#[$doc:meta])* $ty:ident, $kind:literal) => {
+        $(#[$doc])*
+        #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+        pub struct $ty(Arc<str>);
+
+        impl $ty {
+            /// Validates and wraps a name.
+            pub fn new(name: &str) -> Result<Self, KeyError> {
+                validate($kind, name)?;
+                Ok(Self(Arc::from(name)))
+            }
+
+            /// The name as text.
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl fmt::Display for $ty {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+
+        impl fmt::Debug for $ty {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                fmt::Debug::fmt(&*self.0, f)
+            }
+        }
+
+        impl std::borrow::Borrow<str> for $ty {
+            fn borrow(&self) -> &str {
+                &self.0
+            }
+        }
+    };
+}
+
+name_type!(
+    /// A node name, as in `metadata.name` of a Node.
+    NodeName,
+    "node"
+);
+name_type!(
+    /// A container name, as in the kubelet's `container` label.
+    ContainerName,
+    "container"
+);
+name_type!(
+    /// A namespace name.
+    Namespace,
+    "namespace"
+);
+name_type!(
+    /// A pod name (without its namespace).
+    PodName,
+    "pod"
+);
+
+/// A pod, keyed like the kubelet and the Metrics API key it: namespace and name (no UID).
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Debug)]
+pub struct PodKey {
+    /// The pod's namespace.
+    pub namespace: Namespace,
+    /// The pod's name.
+    pub name: PodName,
+}
+
+impl PodKey {
+    /// Validates both parts.
+    pub fn new(namespace: &str, name: &str) -> Result<Self, KeyError> {
+        Ok(Self {
+            namespace: Namespace::new(namespace)?,
+            name: PodName::new(name)?,
+        })
+    }
+}
+
+impl fmt::Display for PodKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.namespace, self.name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accepts_kubernetes_names() {
+        assert!(NodeName::new("kind-control-plane").is_ok());
+        assert!(PodKey::new("kube-system", "coredns-5dd5756b68-abcde").is_ok());
+        assert_eq!(PodKey::new("a", "b").unwrap().to_string(), "a/b");
+    }
+
+    #[test]
+    fn refuses_bad_names() {
+        assert_eq!(NodeName::new(""), Err(KeyError::Empty { kind: "node" }));
+        assert!(matches!(
+            NodeName::new(&"x".repeat(254)),
+            Err(KeyError::TooLong { len: 254, .. })
+        ));
+        assert!(matches!(
+            PodKey::new("ns", "a/b"),
+            Err(KeyError::InvalidChar { kind: "pod", .. })
+        ));
+        assert!(matches!(
+            ContainerName::new("a\nb"),
+            Err(KeyError::InvalidChar { .. })
+        ));
+    }
+}

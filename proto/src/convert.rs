@@ -1,0 +1,412 @@
+//! Model ⇄ wire translation for one stream, with its name dictionary.
+//!
+//! The agent side ([`StreamEncoder`]) names each pod and container once per stream and then
+//! refers to it by a small id; a snapshot starts a fresh dictionary. The aggregator side
+//! ([`StreamDecoder`]) mirrors the dictionary and validates everything it receives: ids,
+//! names, timestamps, windows and the size limits of [`Limits`]. Any error means the two sides
+//! disagree and the stream must resync.
+
+use std::collections::HashMap;
+
+use kubepulse_model::{
+    ContainerName, Delta, KeyError, NodeChange, NodeView, PodKey, Sample, Timestamp, Usage, Window,
+};
+
+use crate::v1;
+
+/// Bounds on what one stream may make the aggregator hold.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Pods one node may report.
+    pub max_pods: usize,
+    /// Containers one node may report, across its pods.
+    pub max_containers: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_pods: 1_000,
+            max_containers: 10_000,
+        }
+    }
+}
+
+/// A wire message the aggregator refuses.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum WireError {
+    /// A name failed validation.
+    #[error("invalid name: {0}")]
+    Name(#[from] KeyError),
+    /// An id was defined twice.
+    #[error("{kind} id {id} defined twice")]
+    DuplicateId {
+        /// pod or container
+        kind: &'static str,
+        /// the id
+        id: u32,
+    },
+    /// An id was used without a definition.
+    #[error("unknown {kind} id {id}")]
+    UnknownId {
+        /// pod or container
+        kind: &'static str,
+        /// the id
+        id: u32,
+    },
+    /// The same pod or container was defined twice under different ids.
+    #[error("{0} defined twice")]
+    DuplicateName(String),
+    /// A usage without a window, or a timestamp out of range.
+    #[error("invalid usage: {0}")]
+    Usage(&'static str),
+    /// The stream exceeds [`Limits`].
+    #[error("node reports more than {limit} {what}")]
+    TooMany {
+        /// pods or containers
+        what: &'static str,
+        /// the limit crossed
+        limit: usize,
+    },
+    /// A delta left a pod without containers, or removed what is not there.
+    #[error("delta does not match the stream's view: {0}")]
+    Apply(String),
+}
+
+// === impl StreamEncoder ===
+
+/// The agent side of one stream.
+#[derive(Debug, Default)]
+pub struct StreamEncoder {
+    pods: HashMap<PodKey, u32>,
+    containers: HashMap<(PodKey, ContainerName), u32>,
+    next_id: u32,
+}
+
+impl StreamEncoder {
+    /// A fresh encoder (empty dictionary).
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// True when ids are about to run out and the next message must be a snapshot.
+    pub fn needs_snapshot(&self) -> bool {
+        self.next_id > u32::MAX - 1_000_000
+    }
+
+    /// Encodes a full view and restarts the dictionary.
+    pub fn snapshot(&mut self, view: &NodeView) -> v1::Snapshot {
+        *self = Self::default();
+        let base = base_ms(
+            view.node
+                .iter()
+                .chain(view.pods.values().flat_map(|p| p.containers.values())),
+        );
+        let mut msg = v1::Snapshot {
+            base_timestamp_ms: base,
+            node: view.node.as_ref().map(|s| usage_to_wire(s, base)),
+            ..Default::default()
+        };
+        for (key, pod) in &view.pods {
+            let pod_id = self.define_pod(key, &mut msg.pods);
+            for (c, s) in &pod.containers {
+                let id = self.define_container(key, c, pod_id, &mut msg.containers);
+                msg.usages.push(v1::ContainerUsage {
+                    container_id: id,
+                    usage: Some(usage_to_wire(s, base)),
+                });
+            }
+        }
+        msg
+    }
+
+    /// Encodes a delta, defining new names as needed.
+    pub fn delta(&mut self, delta: &Delta) -> v1::Delta {
+        let node_sample = match &delta.node {
+            NodeChange::Set(s) => Some(s),
+            _ => None,
+        };
+        let base = base_ms(
+            node_sample
+                .into_iter()
+                .chain(delta.upserts.iter().map(|(_, _, s)| s)),
+        );
+        let mut msg = v1::Delta {
+            base_timestamp_ms: base,
+            node: node_sample.map(|s| usage_to_wire(s, base)),
+            node_cleared: delta.node == NodeChange::Clear,
+            ..Default::default()
+        };
+        for key in &delta.pod_removals {
+            if let Some(id) = self.pods.remove(key) {
+                msg.removed_pods.push(id);
+                self.containers.retain(|(p, _), _| p != key);
+            }
+        }
+        for (key, c) in &delta.container_removals {
+            if let Some(id) = self.containers.remove(&(key.clone(), c.clone())) {
+                msg.removed_containers.push(id);
+            }
+        }
+        for (key, c, s) in &delta.upserts {
+            let pod_id = self.define_pod(key, &mut msg.new_pods);
+            let id = self.define_container(key, c, pod_id, &mut msg.new_containers);
+            msg.usages.push(v1::ContainerUsage {
+                container_id: id,
+                usage: Some(usage_to_wire(s, base)),
+            });
+        }
+        msg
+    }
+
+    fn fresh_id(&mut self) -> u32 {
+        let id = self.next_id;
+        self.next_id = self.next_id.wrapping_add(1);
+        id
+    }
+
+    fn define_pod(&mut self, key: &PodKey, defs: &mut Vec<v1::PodDef>) -> u32 {
+        if let Some(id) = self.pods.get(key) {
+            return *id;
+        }
+        let id = self.fresh_id();
+        self.pods.insert(key.clone(), id);
+        defs.push(v1::PodDef {
+            id,
+            namespace: key.namespace.to_string(),
+            name: key.name.to_string(),
+        });
+        id
+    }
+
+    fn define_container(
+        &mut self,
+        key: &PodKey,
+        name: &ContainerName,
+        pod_id: u32,
+        defs: &mut Vec<v1::ContainerDef>,
+    ) -> u32 {
+        let k = (key.clone(), name.clone());
+        if let Some(id) = self.containers.get(&k) {
+            return *id;
+        }
+        let id = self.fresh_id();
+        self.containers.insert(k, id);
+        defs.push(v1::ContainerDef {
+            id,
+            pod_id,
+            name: name.to_string(),
+        });
+        id
+    }
+}
+
+fn base_ms<'a>(samples: impl Iterator<Item = &'a Sample>) -> i64 {
+    samples.map(|s| s.timestamp.as_millis()).min().unwrap_or(0)
+}
+
+fn usage_to_wire(s: &Sample, base_ms: i64) -> v1::Usage {
+    let ms = s.timestamp.as_millis();
+    v1::Usage {
+        cpu_nanocores: s.usage.cpu_nanocores,
+        memory_bytes: s.usage.memory_bytes,
+        timestamp_offset_ms: ms - base_ms,
+        window_ns: s.window.as_nanos(),
+        timestamp_sub_ms_ns: (s.timestamp.as_nanos() - ms * 1_000_000) as u32,
+    }
+}
+
+// === impl StreamDecoder ===
+
+/// The aggregator side of one stream.
+#[derive(Debug)]
+pub struct StreamDecoder {
+    limits: Limits,
+    pods: HashMap<u32, PodKey>,
+    containers: HashMap<u32, (PodKey, ContainerName)>,
+    /// The view as the stream describes it, to check deltas against.
+    view: NodeView,
+}
+
+impl StreamDecoder {
+    /// A decoder with an empty dictionary.
+    pub fn new(limits: Limits) -> Self {
+        Self {
+            limits,
+            pods: HashMap::new(),
+            containers: HashMap::new(),
+            view: NodeView::default(),
+        }
+    }
+
+    /// The view after the last message decoded.
+    pub fn view(&self) -> &NodeView {
+        &self.view
+    }
+
+    /// Decodes a snapshot: a fresh dictionary and a full view.
+    pub fn snapshot(&mut self, msg: &v1::Snapshot) -> Result<NodeView, WireError> {
+        self.pods.clear();
+        self.containers.clear();
+        self.view = NodeView::default();
+        if msg.pods.len() > self.limits.max_pods {
+            return Err(WireError::TooMany {
+                what: "pods",
+                limit: self.limits.max_pods,
+            });
+        }
+        self.define(&msg.pods, &msg.containers)?;
+        let mut view = NodeView {
+            node: msg
+                .node
+                .as_ref()
+                .map(|u| usage_from_wire(u, msg.base_timestamp_ms))
+                .transpose()?,
+            ..NodeView::default()
+        };
+        for cu in &msg.usages {
+            let (key, name) = self.container(cu.container_id)?;
+            let sample = usage_from_wire(
+                cu.usage.as_ref().ok_or(WireError::Usage("missing usage"))?,
+                msg.base_timestamp_ms,
+            )?;
+            view.pods
+                .entry(key)
+                .or_default()
+                .containers
+                .insert(name, sample);
+        }
+        self.view = view.clone();
+        Ok(view)
+    }
+
+    /// Decodes a delta and checks that it applies to the stream's view.
+    pub fn delta(&mut self, msg: &v1::Delta) -> Result<Delta, WireError> {
+        let mut delta = Delta {
+            node: match (&msg.node, msg.node_cleared) {
+                (Some(u), false) => NodeChange::Set(usage_from_wire(u, msg.base_timestamp_ms)?),
+                (None, true) => NodeChange::Clear,
+                (None, false) => NodeChange::Unchanged,
+                (Some(_), true) => return Err(WireError::Usage("node both set and cleared")),
+            },
+            ..Delta::default()
+        };
+        for id in &msg.removed_pods {
+            let key = self.pods.remove(id).ok_or(WireError::UnknownId {
+                kind: "pod",
+                id: *id,
+            })?;
+            self.containers.retain(|_, (p, _)| *p != key);
+            delta.pod_removals.push(key);
+        }
+        for id in &msg.removed_containers {
+            let entry = self.containers.remove(id).ok_or(WireError::UnknownId {
+                kind: "container",
+                id: *id,
+            })?;
+            delta.container_removals.push(entry);
+        }
+        self.define(&msg.new_pods, &msg.new_containers)?;
+        for cu in &msg.usages {
+            let (key, name) = self.container(cu.container_id)?;
+            let sample = usage_from_wire(
+                cu.usage.as_ref().ok_or(WireError::Usage("missing usage"))?,
+                msg.base_timestamp_ms,
+            )?;
+            delta.upserts.push((key, name, sample));
+        }
+        kubepulse_model::apply(&mut self.view, &delta)
+            .map_err(|e| WireError::Apply(e.to_string()))?;
+        if self.view.pods.len() > self.limits.max_pods {
+            return Err(WireError::TooMany {
+                what: "pods",
+                limit: self.limits.max_pods,
+            });
+        }
+        Ok(delta)
+    }
+
+    fn container(&self, id: u32) -> Result<(PodKey, ContainerName), WireError> {
+        self.containers
+            .get(&id)
+            .cloned()
+            .ok_or(WireError::UnknownId {
+                kind: "container",
+                id,
+            })
+    }
+
+    fn define(
+        &mut self,
+        pods: &[v1::PodDef],
+        containers: &[v1::ContainerDef],
+    ) -> Result<(), WireError> {
+        if self.pods.len() + pods.len() > self.limits.max_pods {
+            return Err(WireError::TooMany {
+                what: "pods",
+                limit: self.limits.max_pods,
+            });
+        }
+        if self.containers.len() + containers.len() > self.limits.max_containers {
+            return Err(WireError::TooMany {
+                what: "containers",
+                limit: self.limits.max_containers,
+            });
+        }
+        for def in pods {
+            let key = PodKey::new(&def.namespace, &def.name)?;
+            if self.pods.contains_key(&def.id) {
+                return Err(WireError::DuplicateId {
+                    kind: "pod",
+                    id: def.id,
+                });
+            }
+            if self.pods.values().any(|k| *k == key) {
+                return Err(WireError::DuplicateName(format!("pod {key}")));
+            }
+            self.pods.insert(def.id, key);
+        }
+        for def in containers {
+            let pod = self.pods.get(&def.pod_id).ok_or(WireError::UnknownId {
+                kind: "pod",
+                id: def.pod_id,
+            })?;
+            let name = ContainerName::new(&def.name)?;
+            if self.containers.contains_key(&def.id) || self.pods.contains_key(&def.id) {
+                return Err(WireError::DuplicateId {
+                    kind: "container",
+                    id: def.id,
+                });
+            }
+            self.containers.insert(def.id, (pod.clone(), name));
+        }
+        Ok(())
+    }
+}
+
+/// Kubelet timestamps outside ±100 years of the epoch are refused.
+const MAX_ABS_MS: i64 = 100 * 365 * 24 * 3600 * 1000;
+
+fn usage_from_wire(u: &v1::Usage, base_ms: i64) -> Result<Sample, WireError> {
+    if u.window_ns == 0 {
+        return Err(WireError::Usage("zero window"));
+    }
+    if u.timestamp_sub_ms_ns >= 1_000_000 {
+        return Err(WireError::Usage("sub-millisecond part out of range"));
+    }
+    let ms = base_ms
+        .checked_add(u.timestamp_offset_ms)
+        .filter(|ms| ms.abs() <= MAX_ABS_MS)
+        .ok_or(WireError::Usage("timestamp out of range"))?;
+    Ok(Sample {
+        usage: Usage {
+            cpu_nanocores: u.cpu_nanocores,
+            memory_bytes: u.memory_bytes,
+        },
+        timestamp: Timestamp(ms * 1_000_000 + i64::from(u.timestamp_sub_ms_ns)),
+        window: Window(u.window_ns),
+    })
+}
+
+#[cfg(test)]
+mod tests;

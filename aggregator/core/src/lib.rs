@@ -1,1 +1,22 @@
-//! Pure node-side logic of the agent. No I/O, no clock reads.
+//! Pure cluster-side logic of the aggregator. No I/O, no clock reads: every instant is an
+//! argument.
+//!
+//! Layout, in data-flow order:
+//! - [`store`]: the cluster store, mutated only through `apply_*`/`evict_stale` by the single
+//!   writer, publishing an immutable [`store::ClusterView`] to readers;
+//! - [`meta`]: Kubernetes metadata (labels, Running pods, pod→node) joined into answers;
+//! - [`query`]: list/get over a view and metadata, with selectors; returns [`api`] values;
+//! - [`selector`]: label and field selectors;
+//! - [`quantity`] and [`timefmt`]: Kubernetes quantity, time and duration strings;
+//! - [`encode`]: the only place the Metrics API wire formats (JSON, protobuf, Table, Status,
+//!   discovery) exist.
+#![warn(missing_docs)]
+
+pub mod api;
+pub mod encode;
+pub mod meta;
+pub mod quantity;
+pub mod query;
+pub mod selector;
+pub mod store;
+pub mod timefmt;

@@ -3,7 +3,7 @@
 
 use crate::key::{ContainerName, PodKey};
 use crate::usage::Sample;
-use crate::view::{NodeView, PodView};
+use crate::view::NodeView;
 
 /// What happened to the node's own sample.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -121,7 +121,7 @@ pub fn apply(view: &mut NodeView, delta: &Delta) -> Result<(), ApplyError> {
     for (key, c, s) in &delta.upserts {
         view.pods
             .entry(key.clone())
-            .or_insert_with(PodView::default)
+            .or_default()
             .containers
             .insert(c.clone(), *s);
     }

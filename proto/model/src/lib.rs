@@ -10,6 +10,7 @@
 #![warn(missing_docs)]
 
 pub mod delta;
+pub mod duration;
 pub mod key;
 pub mod session;
 pub mod usage;

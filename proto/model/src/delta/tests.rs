@@ -14,7 +14,10 @@ fn sample(cpu: u64, mem: u64, ts: i64) -> Sample {
     }
 }
 
-fn view(node: Option<Sample>, pods: &[(&str, &str, &[(&str, Sample)])]) -> NodeView {
+/// (namespace, pod, [(container, sample)])
+type PodSpec<'a> = (&'a str, &'a str, &'a [(&'a str, Sample)]);
+
+fn view(node: Option<Sample>, pods: &[PodSpec<'_>]) -> NodeView {
     let mut v = NodeView {
         node,
         ..NodeView::default()

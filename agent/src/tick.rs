@@ -1,0 +1,130 @@
+//! The tick loop, the only place the agent's stages meet: await the tick, read the kubelet,
+//! decode, observe, publish the node's view for the uplinks. A failed or unusable read keeps
+//! the last good view (the aggregator expires it after its TTL) and reports why.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use kubepulse_agent_core::decode::decode;
+use kubepulse_agent_core::node_state::NodeState;
+use kubepulse_model::{NodeView, Timestamp};
+use tokio::sync::watch;
+
+use crate::kubelet::KubeletClient;
+use crate::telemetry;
+
+/// The agent's last kubelet read.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ScrapeStatus {
+    /// The read and decode succeeded.
+    pub ok: bool,
+    /// Why not.
+    pub error: String,
+    /// Lines that could not be decoded.
+    pub decode_issues: u32,
+}
+
+/// What the tick loop publishes after every read.
+#[derive(Clone, Debug, Default)]
+pub struct TickOutput {
+    /// The node's current view (the last good one after a failure).
+    pub view: Arc<NodeView>,
+    /// How the last read went.
+    pub status: ScrapeStatus,
+    /// Reads so far.
+    pub ticks: u64,
+    /// The view is worth sending: the node has usage (two kubelet samples were seen), or the
+    /// agent has read long enough that an empty view is the truth. Until then a restarted agent
+    /// does not replace what the aggregators hold with an empty snapshot.
+    pub warm: bool,
+}
+
+/// How long an agent reads before an empty view is sent anyway.
+const WARM_UP: Duration = Duration::from_secs(30);
+
+fn wall_clock() -> Timestamp {
+    let nanos = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i64)
+        .unwrap_or_default();
+    Timestamp(nanos)
+}
+
+/// Reads the kubelet every `interval` until `out` has no receivers left.
+pub async fn run(
+    mut client: KubeletClient,
+    mut state: NodeState,
+    interval: Duration,
+    out: watch::Sender<Arc<TickOutput>>,
+) {
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut current = TickOutput::default();
+    loop {
+        ticker.tick().await;
+        current.ticks += 1;
+        let was_ok = current.status.ok || current.ticks == 1;
+        match client.scrape().await {
+            Ok(body) => {
+                let (batch, issues) = decode(&body, wall_clock());
+                let usable = batch.node.cpu.is_some() || !batch.pods.is_empty();
+                let failure = if batch.resource_scrape_error {
+                    Some(
+                        "kubelet reports resource_scrape_error: it could not gather stats"
+                            .to_owned(),
+                    )
+                } else if !usable && !issues.is_empty() {
+                    Some(format!(
+                        "no usable samples in the kubelet body ({} undecodable lines; first: {})",
+                        issues.len(),
+                        issues[0]
+                    ))
+                } else {
+                    None
+                };
+                if let Some(first) = issues.first() {
+                    telemetry::decode_issues(issues.len(), &first.to_string());
+                }
+                match failure {
+                    Some(error) => {
+                        telemetry::scrape_failed(&error, was_ok);
+                        current.status = ScrapeStatus {
+                            ok: false,
+                            error,
+                            decode_issues: issues.len() as u32,
+                        };
+                    }
+                    None => {
+                        state.observe(&batch);
+                        if state.view() != &*current.view {
+                            current.view = Arc::new(state.view().clone());
+                        }
+                        if !current.status.ok && current.ticks > 1 {
+                            telemetry::scrape_recovered();
+                        }
+                        current.status = ScrapeStatus {
+                            ok: true,
+                            error: String::new(),
+                            decode_issues: issues.len() as u32,
+                        };
+                    }
+                }
+            }
+            Err(err) => {
+                let error = err.to_string();
+                telemetry::scrape_failed(&error, was_ok);
+                current.status = ScrapeStatus {
+                    ok: false,
+                    error,
+                    decode_issues: 0,
+                };
+            }
+        }
+        current.warm = current.warm
+            || current.view.node.is_some()
+            || interval.saturating_mul(current.ticks.min(u64::from(u32::MAX)) as u32) >= WARM_UP;
+        if out.send(Arc::new(current.clone())).is_err() {
+            return;
+        }
+    }
+}

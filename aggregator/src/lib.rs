@@ -1,1 +1,141 @@
-//! placeholder
+//! The kubepulse aggregator: the I/O shell around `kubepulse-aggregator-core`.
+//!
+//! Code map, in data-flow order:
+//! - [`ingest`]: the tonic `Ingest` service, one task per agent stream (wire decoding and
+//!   sequence checks), feeding the writer over a bounded channel;
+//! - [`writer`]: the single writer that owns the cluster store and publishes immutable views;
+//! - [`http`]: the Metrics API router (axum) reading the latest view; [`health`]: probes;
+//! - [`tls`]: serving certificates and the HTTPS accept loop;
+//! - [`config`] and [`telemetry`]: flags, logs and named events.
+//!
+//! [`run`] is what `main` and the tests call: it takes bound listeners and a shutdown future.
+
+pub mod config;
+pub mod health;
+pub mod http;
+pub mod ingest;
+pub mod telemetry;
+pub mod tls;
+pub mod writer;
+
+use std::future::Future;
+use std::net::SocketAddr;
+
+use anyhow::Context as _;
+use kubepulse_aggregator_core::store::{ClusterStore, StoreConfig};
+use kubepulse_proto::Limits;
+use kubepulse_proto::v1::ingest_server::IngestServer;
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch};
+
+pub use config::Config;
+
+/// The two listening sockets.
+pub struct Listeners {
+    /// HTTPS Metrics API.
+    pub https: TcpListener,
+    /// gRPC ingest.
+    pub grpc: TcpListener,
+}
+
+impl Listeners {
+    /// Binds both listeners as configured.
+    pub async fn bind(config: &Config) -> anyhow::Result<Self> {
+        let https = SocketAddr::new(config.bind_address, config.secure_port);
+        let grpc = SocketAddr::new(config.grpc_bind_address, config.grpc_port);
+        Ok(Self {
+            https: TcpListener::bind(https)
+                .await
+                .with_context(|| format!("listen on {https} (--secure-port)"))?,
+            grpc: TcpListener::bind(grpc)
+                .await
+                .with_context(|| format!("listen on {grpc} (--grpc-port)"))?,
+        })
+    }
+}
+
+/// Runs the aggregator until `shutdown` resolves.
+pub async fn run(
+    config: Config,
+    listeners: Listeners,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let pair = tls::load_or_generate(
+        config.tls_cert_file.as_deref(),
+        config.tls_private_key_file.as_deref(),
+        &config.cert_dir,
+        &[],
+    )?;
+    let https_tls = tls::server_config(&pair)?;
+
+    let published = writer::Published::new();
+    let (writer_tx, writer_rx) = mpsc::channel(8192);
+    let store = ClusterStore::new(StoreConfig {
+        ttl_intervals: config.node_ttl_intervals,
+        min_ttl: config.node_ttl_min,
+    });
+    let writer_task = tokio::spawn(writer::run(store, writer_rx, published.clone()));
+
+    let health = health::Health::new(published.clone());
+    let state = http::AppState {
+        published: published.clone(),
+        health: health.clone(),
+    };
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let wait_stop = move || {
+        let mut rx = stop_rx.clone();
+        async move {
+            let _ = rx.wait_for(|stop| *stop).await;
+        }
+    };
+
+    tracing::info!(
+        https = %listeners.https.local_addr()?,
+        grpc = %listeners.grpc.local_addr()?,
+        "aggregator serving"
+    );
+    let https_task = tokio::spawn(tls::serve(
+        listeners.https,
+        Some(https_tls),
+        http::router(state),
+        wait_stop(),
+    ));
+
+    let ingest = IngestServer::new(ingest::IngestService::new(
+        writer_tx,
+        Limits {
+            max_pods: config.max_pods_per_node,
+            max_containers: config.max_containers_per_node,
+        },
+        config.hello_timeout,
+    ))
+    .max_decoding_message_size(config.max_message_bytes);
+    let mut grpc = tonic::transport::Server::builder()
+        .http2_keepalive_interval(Some(std::time::Duration::from_secs(20)))
+        .tcp_nodelay(true);
+    if !config.grpc_plaintext {
+        grpc = grpc
+            .tls_config(tonic::transport::ServerTlsConfig::new().identity(
+                tonic::transport::Identity::from_pem(&pair.cert_pem, &pair.key_pem),
+            ))
+            .context("gRPC TLS")?;
+    }
+    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listeners.grpc);
+    let grpc_task = tokio::spawn(
+        grpc.add_service(ingest)
+            .serve_with_incoming_shutdown(incoming, wait_stop()),
+    );
+
+    shutdown.await;
+    tracing::info!("shutting down");
+    health.begin_shutdown();
+    let _ = stop_tx.send(true);
+    let _ = https_task.await;
+    match grpc_task.await {
+        Ok(Ok(())) => {}
+        Ok(Err(err)) => tracing::warn!(error = %err, "gRPC server ended with an error"),
+        Err(err) => tracing::warn!(error = %err, "gRPC server task failed"),
+    }
+    writer_task.abort();
+    Ok(())
+}

@@ -240,12 +240,14 @@ impl ClusterStore {
 
     /// The stream ended. Its data is kept (and served) until the TTL.
     pub fn close_stream(&mut self, node: &NodeName, stream: StreamId) {
-        if let Some(slot) = self.nodes.get_mut(node) {
-            if slot.owner == Some(stream) {
-                slot.owner = None;
-                Arc::make_mut(&mut slot.entry).connected = false;
-                self.dirty = true;
-            }
+        if let Some(slot) = self
+            .nodes
+            .get_mut(node)
+            .filter(|slot| slot.owner == Some(stream))
+        {
+            slot.owner = None;
+            Arc::make_mut(&mut slot.entry).connected = false;
+            self.dirty = true;
         }
     }
 

@@ -1,0 +1,261 @@
+//! The gRPC ingest: one task per agent stream. It reads the hello, decodes snapshots and
+//! deltas with the stream's dictionary ([`StreamDecoder`], where all wire validation happens),
+//! checks sequence numbers, forwards model updates to the writer over a bounded channel
+//! (backpressure: a slow writer slows the streams, nothing is dropped), acknowledges, and asks
+//! the agent for a fresh snapshot whenever the two sides may disagree.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use futures::Stream;
+use kubepulse_aggregator_core::store::{ScrapeStatus, StreamId, StreamInfo, Update};
+use kubepulse_model::{Epoch, NodeName, Seq};
+use kubepulse_proto::v1::ingest_server::Ingest;
+use kubepulse_proto::v1::{self, agent_message, aggregator_message};
+use kubepulse_proto::{Limits, StreamDecoder};
+use tokio::sync::mpsc;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::telemetry;
+use crate::writer::WriterMsg;
+
+/// The tonic service.
+#[derive(Clone)]
+pub struct IngestService {
+    writer: mpsc::Sender<WriterMsg>,
+    limits: Limits,
+    hello_timeout: Duration,
+    next_stream: Arc<AtomicU64>,
+}
+
+impl IngestService {
+    /// A service feeding `writer`.
+    pub fn new(writer: mpsc::Sender<WriterMsg>, limits: Limits, hello_timeout: Duration) -> Self {
+        Self {
+            writer,
+            limits,
+            hello_timeout,
+            next_stream: Arc::new(AtomicU64::new(1)),
+        }
+    }
+}
+
+type Outbound = Pin<Box<dyn Stream<Item = Result<v1::AggregatorMessage, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl Ingest for IngestService {
+    type ReportStream = Outbound;
+
+    async fn report(
+        &self,
+        request: Request<Streaming<v1::AgentMessage>>,
+    ) -> Result<Response<Self::ReportStream>, Status> {
+        let remote = request
+            .remote_addr()
+            .map(|a| a.to_string())
+            .unwrap_or_default();
+        let mut inbound = request.into_inner();
+        let first = tokio::time::timeout(self.hello_timeout, inbound.message())
+            .await
+            .map_err(|_| Status::deadline_exceeded("no hello within the hello timeout"))??
+            .ok_or_else(|| Status::invalid_argument("stream ended before its hello"))?;
+        let hello = match first.kind {
+            Some(agent_message::Kind::Hello(h)) => h,
+            _ => {
+                return Err(Status::invalid_argument(
+                    "the first message must be a hello",
+                ));
+            }
+        };
+        let node = NodeName::new(&hello.node_name)
+            .map_err(|e| Status::invalid_argument(format!("hello: {e}")))?;
+        if hello.poll_interval_ms == 0 {
+            return Err(Status::invalid_argument(
+                "hello: poll interval must be positive",
+            ));
+        }
+        let stream = StreamId(self.next_stream.fetch_add(1, Ordering::Relaxed));
+        let info = StreamInfo {
+            epoch: Epoch(hello.epoch),
+            poll_interval: Duration::from_millis(u64::from(hello.poll_interval_ms)),
+            agent_version: hello.agent_version.chars().take(64).collect(),
+        };
+        let (resync_tx, resync_rx) = mpsc::channel(4);
+        self.writer
+            .send(WriterMsg::Open {
+                node: node.clone(),
+                stream,
+                info,
+                resync: resync_tx,
+            })
+            .await
+            .map_err(|_| Status::unavailable("aggregator is shutting down"))?;
+        telemetry::stream_opened(&node, hello.epoch, &remote);
+        let (out_tx, out_rx) = mpsc::channel(16);
+        let task = StreamTask {
+            node,
+            stream,
+            writer: self.writer.clone(),
+            decoder: StreamDecoder::new(self.limits),
+            out: out_tx,
+            expected: None,
+            last_status: None,
+        };
+        tokio::spawn(task.run(inbound, resync_rx));
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(out_rx),
+        )))
+    }
+}
+
+struct StreamTask {
+    node: NodeName,
+    stream: StreamId,
+    writer: mpsc::Sender<WriterMsg>,
+    decoder: StreamDecoder,
+    out: mpsc::Sender<Result<v1::AggregatorMessage, Status>>,
+    /// The last snapshot-or-delta sequence number applied; `None` while a snapshot is awaited.
+    expected: Option<Seq>,
+    last_status: Option<(bool, String)>,
+}
+
+enum Flow {
+    Continue,
+    Stop(&'static str),
+}
+
+impl StreamTask {
+    async fn run(
+        mut self,
+        mut inbound: Streaming<v1::AgentMessage>,
+        mut resync_rx: mpsc::Receiver<String>,
+    ) {
+        let reason = loop {
+            let flow = tokio::select! {
+                msg = inbound.message() => match msg {
+                    Ok(Some(msg)) => self.on_message(msg).await,
+                    Ok(None) => Flow::Stop("agent closed the stream"),
+                    Err(status) => {
+                        tracing::debug!(node = %self.node, error = %status, "stream error");
+                        Flow::Stop("stream error")
+                    }
+                },
+                Some(reason) = resync_rx.recv() => self.request_resync(&reason).await,
+            };
+            if let Flow::Stop(reason) = flow {
+                break reason;
+            }
+        };
+        let _ = self
+            .writer
+            .send(WriterMsg::Close {
+                node: self.node.clone(),
+                stream: self.stream,
+            })
+            .await;
+        telemetry::stream_closed(&self.node, reason);
+    }
+
+    async fn on_message(&mut self, msg: v1::AgentMessage) -> Flow {
+        let seq = Seq(msg.seq);
+        match msg.kind {
+            Some(agent_message::Kind::Snapshot(snapshot)) => match self.decoder.snapshot(&snapshot)
+            {
+                Ok(view) => {
+                    self.expected = Some(seq);
+                    self.forward(Update::Snapshot(view), seq).await
+                }
+                Err(err) => {
+                    self.request_resync(&format!("invalid snapshot: {err}"))
+                        .await
+                }
+            },
+            Some(agent_message::Kind::Delta(delta)) => {
+                let Some(last) = self.expected else {
+                    // still waiting for the snapshot we asked for
+                    return Flow::Continue;
+                };
+                if last.is_gap(seq) {
+                    return self
+                        .request_resync(&format!(
+                            "sequence gap: expected {}, got {}",
+                            last.next().0,
+                            seq.0
+                        ))
+                        .await;
+                }
+                match self.decoder.delta(&delta) {
+                    Ok(delta) => {
+                        self.expected = Some(seq);
+                        self.forward(Update::Delta(delta), seq).await
+                    }
+                    Err(err) => self.request_resync(&format!("invalid delta: {err}")).await,
+                }
+            }
+            Some(agent_message::Kind::Status(status)) => {
+                let changed = self.last_status.as_ref() != Some(&(status.ok, status.error.clone()));
+                if changed {
+                    telemetry::scrape_status_changed(&self.node, status.ok, &status.error);
+                    self.last_status = Some((status.ok, status.error.clone()));
+                }
+                let update = Update::Status(ScrapeStatus {
+                    ok: status.ok,
+                    error: status.error.chars().take(1024).collect(),
+                    decode_issues: status.decode_issues,
+                });
+                self.send_writer(update).await
+            }
+            Some(agent_message::Kind::Hello(_)) => {
+                let _ = self
+                    .out
+                    .send(Err(Status::invalid_argument(
+                        "hello sent twice on one stream",
+                    )))
+                    .await;
+                Flow::Stop("protocol violation: second hello")
+            }
+            None => Flow::Continue,
+        }
+    }
+
+    async fn forward(&mut self, update: Update, seq: Seq) -> Flow {
+        if let Flow::Stop(r) = self.send_writer(update).await {
+            return Flow::Stop(r);
+        }
+        let ack = v1::AggregatorMessage {
+            kind: Some(aggregator_message::Kind::Ack(v1::Ack { seq: seq.0 })),
+        };
+        match self.out.send(Ok(ack)).await {
+            Ok(()) => Flow::Continue,
+            Err(_) => Flow::Stop("agent went away"),
+        }
+    }
+
+    async fn send_writer(&mut self, update: Update) -> Flow {
+        let msg = WriterMsg::Update {
+            node: self.node.clone(),
+            stream: self.stream,
+            update,
+        };
+        match self.writer.send(msg).await {
+            Ok(()) => Flow::Continue,
+            Err(_) => Flow::Stop("aggregator is shutting down"),
+        }
+    }
+
+    async fn request_resync(&mut self, reason: &str) -> Flow {
+        telemetry::resync_requested(&self.node, reason);
+        self.expected = None;
+        let msg = v1::AggregatorMessage {
+            kind: Some(aggregator_message::Kind::Resync(v1::Resync {
+                reason: reason.to_owned(),
+            })),
+        };
+        match self.out.send(Ok(msg)).await {
+            Ok(()) => Flow::Continue,
+            Err(_) => Flow::Stop("agent went away"),
+        }
+    }
+}

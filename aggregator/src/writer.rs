@@ -1,0 +1,153 @@
+//! The single writer: owns the [`ClusterStore`], applies what ingest streams send it in
+//! batches, expires stale nodes, and publishes an immutable [`ClusterView`] that HTTP handlers
+//! read without ever blocking ingest.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use kubepulse_aggregator_core::store::{
+    ClusterStore, ClusterView, StoreError, StreamId, StreamInfo, Update,
+};
+use kubepulse_model::NodeName;
+use tokio::sync::mpsc;
+
+use crate::telemetry;
+
+/// What ingest streams tell the writer.
+#[derive(Debug)]
+pub enum WriterMsg {
+    /// A stream said hello; `resync` reaches it when the store cannot apply its updates.
+    Open {
+        /// the node it reports for
+        node: NodeName,
+        /// the stream
+        stream: StreamId,
+        /// what it announced
+        info: StreamInfo,
+        /// where to ask it for a snapshot
+        resync: mpsc::Sender<String>,
+    },
+    /// An update from a stream.
+    Update {
+        /// the node
+        node: NodeName,
+        /// the stream
+        stream: StreamId,
+        /// the update
+        update: Update,
+    },
+    /// A stream ended.
+    Close {
+        /// the node
+        node: NodeName,
+        /// the stream
+        stream: StreamId,
+    },
+}
+
+/// What the writer publishes for readers.
+pub struct Published {
+    view: ArcSwap<ClusterView>,
+    started: Instant,
+    last_loop_ms: AtomicU64,
+}
+
+impl Published {
+    /// An empty view.
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self {
+            view: ArcSwap::from_pointee(ClusterView::default()),
+            started: Instant::now(),
+            last_loop_ms: AtomicU64::new(0),
+        })
+    }
+
+    /// The latest view.
+    pub fn view(&self) -> Arc<ClusterView> {
+        self.view.load_full()
+    }
+
+    /// How long ago the writer last ran its loop (a hung writer fails liveness).
+    pub fn writer_idle(&self) -> Duration {
+        let last = Duration::from_millis(self.last_loop_ms.load(Ordering::Relaxed));
+        self.started.elapsed().saturating_sub(last)
+    }
+
+    fn mark_alive(&self) {
+        let ms = self.started.elapsed().as_millis() as u64;
+        self.last_loop_ms.store(ms, Ordering::Relaxed);
+    }
+}
+
+/// Runs the writer until every sender is gone.
+pub async fn run(
+    mut store: ClusterStore,
+    mut rx: mpsc::Receiver<WriterMsg>,
+    published: Arc<Published>,
+) {
+    let mut resync: HashMap<StreamId, mpsc::Sender<String>> = HashMap::new();
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut batch = Vec::with_capacity(1024);
+    loop {
+        tokio::select! {
+            n = rx.recv_many(&mut batch, 1024) => {
+                if n == 0 {
+                    break;
+                }
+                let now = Instant::now();
+                for msg in batch.drain(..) {
+                    handle(&mut store, &mut resync, msg, now);
+                }
+            }
+            _ = tick.tick() => {
+                for node in store.evict_stale(Instant::now()) {
+                    telemetry::node_expired(&node);
+                }
+            }
+        }
+        published.view.store(Arc::new(store.publish()));
+        published.mark_alive();
+    }
+}
+
+fn handle(
+    store: &mut ClusterStore,
+    resync: &mut HashMap<StreamId, mpsc::Sender<String>>,
+    msg: WriterMsg,
+    now: Instant,
+) {
+    match msg {
+        WriterMsg::Open {
+            node,
+            stream,
+            info,
+            resync: tx,
+        } => {
+            resync.insert(stream, tx);
+            store.open_stream(node, stream, info, now);
+        }
+        WriterMsg::Update {
+            node,
+            stream,
+            update,
+        } => match store.apply(&node, stream, update, now) {
+            Ok(()) => {}
+            Err(err @ StoreError::NotOwner { .. }) => {
+                tracing::debug!(error = %err, "update from a superseded stream ignored");
+            }
+            Err(err) => {
+                if let Some(tx) = resync.get(&stream) {
+                    let _ = tx.try_send(err.to_string());
+                }
+            }
+        },
+        WriterMsg::Close { node, stream } => {
+            resync.remove(&stream);
+            store.close_stream(&node, stream);
+        }
+    }
+}

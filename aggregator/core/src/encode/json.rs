@@ -35,6 +35,13 @@ impl NodeListStream {
         }
     }
 
+    /// Like [`new`](Self::new), with room for `n_items` typical items before reallocating.
+    pub(crate) fn sized(v: ApiVersion, now: Timestamp, n_items: usize) -> Self {
+        Self {
+            list: ListWriter::with_capacity("NodeMetricsList", v, now, 128 + n_items * 400),
+        }
+    }
+
     /// Appends one item.
     pub fn push(&mut self, node: &NodeMetrics) {
         self.list.begin_item();
@@ -71,6 +78,13 @@ impl PodListStream {
         }
     }
 
+    /// Like [`new`](Self::new), with room for `n_items` typical items before reallocating.
+    pub(crate) fn sized(v: ApiVersion, now: Timestamp, n_items: usize) -> Self {
+        Self {
+            list: ListWriter::with_capacity("PodMetricsList", v, now, 128 + n_items * 480),
+        }
+    }
+
     /// Appends one item.
     pub fn push(&mut self, pod: &PodMetrics) {
         self.list.begin_item();
@@ -101,7 +115,7 @@ impl PodListStream {
 
 // === crate-internal writers, shared with table.rs ===
 
-/// A single `NodeMetrics` document (with kind and apiVersion), newline-terminated when `newline`.
+/// A single `NodeMetrics` document (with kind and apiVersion).
 pub(crate) fn write_node(out: &mut Vec<u8>, m: &NodeMetrics, v: ApiVersion, now: Timestamp) {
     let creation = TimeText::new(now);
     write_type_meta(out, "NodeMetrics", v.group_version());
@@ -396,7 +410,11 @@ struct ListWriter {
 
 impl ListWriter {
     fn new(kind: &str, v: ApiVersion, now: Timestamp) -> Self {
-        let mut out = Vec::with_capacity(4096);
+        Self::with_capacity(kind, v, now, 4096)
+    }
+
+    fn with_capacity(kind: &str, v: ApiVersion, now: Timestamp, capacity: usize) -> Self {
+        let mut out = Vec::with_capacity(capacity);
         write_type_meta(&mut out, kind, v.group_version());
         out.extend_from_slice(b"\"metadata\":{},\"items\":[");
         Self {

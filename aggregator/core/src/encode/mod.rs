@@ -6,7 +6,7 @@
 //!   them, plus [`NodeListStream`]/[`PodListStream`] for chunked lists;
 //! - protobuf (`protobuf.rs`): the `k8s\0` + `runtime.Unknown` envelope;
 //! - Table (`table.rs`): `meta.k8s.io` server-side tables;
-//! - [`status`]: `Status` errors and the helpers that word them;
+//! - [`status()`] encodes `Status` errors, worded by the helpers in [`mod@status`];
 //! - discovery (`discovery.rs`): legacy and aggregated discovery documents.
 //!
 //! Every function is pure: `now` (the `creationTimestamp` metrics-server stamps on answers) is
@@ -130,7 +130,7 @@ pub fn node(m: &NodeMetrics, v: ApiVersion, f: &Format, now: Timestamp) -> Encod
 pub fn node_list(items: &[NodeMetrics], v: ApiVersion, f: &Format, now: Timestamp) -> Encoded {
     match f {
         Format::Json => {
-            let mut list = NodeListStream::new(v, now);
+            let mut list = NodeListStream::sized(v, now, items.len());
             for m in items {
                 list.push(m);
             }
@@ -159,7 +159,7 @@ pub fn pod(m: &PodMetrics, v: ApiVersion, f: &Format, now: Timestamp) -> Encoded
 pub fn pod_list(items: &[PodMetrics], v: ApiVersion, f: &Format, now: Timestamp) -> Encoded {
     match f {
         Format::Json => {
-            let mut list = PodListStream::new(v, now);
+            let mut list = PodListStream::sized(v, now, items.len());
             for m in items {
                 list.push(m);
             }

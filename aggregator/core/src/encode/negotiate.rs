@@ -156,8 +156,8 @@ impl Clause<'_> {
 }
 
 /// `goautoneg.ParseAccept`: clauses split on `,` and `;`, spaces trimmed, `q` parsed (a bad
-/// one counts as 0), malformed media ranges dropped, then ordered. Types are compared
-/// case-insensitively; clauses with `q=0` are dropped (RFC 9110: "not acceptable").
+/// one counts as 0), malformed media ranges dropped, then ordered. Like the apiserver, a
+/// `q=0` clause is still served (last); unlike it, types compare case-insensitively.
 fn parse_accept(header: &str) -> Vec<Clause<'_>> {
     let mut clauses = Vec::new();
     for part in header.split(',') {
@@ -192,9 +192,7 @@ fn parse_accept(header: &str) -> Vec<Clause<'_>> {
                 clause.params.push((key, trim_spaces(value)));
             }
         }
-        if clause.q > 0.0 {
-            clauses.push(clause);
-        }
+        clauses.push(clause);
     }
     // Go's sort.Sort runs an insertion sort on up to 12 elements, with a comparator that is
     // not a strict order; replaying that insertion sort gives the same order for any header

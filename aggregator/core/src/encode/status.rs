@@ -1,6 +1,6 @@
 //! The Kubernetes `Status` errors the Metrics API answers with, worded as apimachinery's
 //! `errors.New…` helpers and metrics-server word them (reference §3.8). Building an
-//! [`ApiStatus`] here and encoding it with [`super::status`] keeps every error message in one
+//! [`ApiStatus`] here and encoding it with [`super::status()`] keeps every error message in one
 //! place.
 
 use crate::api::{ApiStatus, StatusDetails};

@@ -1130,3 +1130,97 @@ fn parse_duration(text: &str) -> u64 {
     );
     total
 }
+
+// === properties: any input encodes to well-formed documents that decode to it ===
+
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+    use prost::Message;
+
+    fn any_labels() -> impl Strategy<Value = BTreeMap<String, String>> {
+        proptest::collection::btree_map(any::<String>(), any::<String>(), 0..5)
+    }
+
+    fn any_pod() -> impl Strategy<Value = PodMetrics> {
+        let name = "[a-z0-9][a-z0-9.-]{0,20}|[^\\x00-\\x20\"\\\\/\\x7f]{1,8}";
+        (
+            name,
+            name,
+            any_labels(),
+            any::<i64>(),
+            any::<u64>(),
+            proptest::collection::vec((name, any::<u64>(), any::<u64>()), 0..4),
+        )
+            .prop_map(|(ns, pod, labels, at, window, containers)| PodMetrics {
+                key: PodKey::new(&ns, &pod).unwrap(),
+                labels: Arc::new(labels),
+                timestamp: Timestamp(at),
+                window: Window(window),
+                containers: containers
+                    .into_iter()
+                    .map(|(name, cpu, memory)| ContainerMetrics {
+                        name: ContainerName::new(&name).unwrap(),
+                        usage: usage(cpu, memory),
+                    })
+                    .collect(),
+            })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(128))]
+
+        #[test]
+        fn json_parses_back(pods in proptest::collection::vec(any_pod(), 0..4), now in any::<i64>()) {
+            let body = pod_list(&pods, ApiVersion::V1beta1, &Format::Json, Timestamp(now)).body;
+            let value: serde_json::Value = serde_json::from_slice(&body).unwrap();
+            let items = value["items"].as_array().unwrap();
+            prop_assert_eq!(items.len(), pods.len());
+            for (item, pod) in items.iter().zip(&pods) {
+                let meta = &item["metadata"];
+                prop_assert_eq!(meta["name"].as_str(), Some(pod.key.name.as_str()));
+                prop_assert_eq!(meta["namespace"].as_str(), Some(pod.key.namespace.as_str()));
+                let labels: BTreeMap<String, String> = match meta.get("labels") {
+                    Some(l) => serde_json::from_value(l.clone()).unwrap(),
+                    None => BTreeMap::new(),
+                };
+                prop_assert_eq!(&labels, &*pod.labels);
+                prop_assert_eq!(item["timestamp"].as_str().map(str::to_owned), Some(format_time(pod.timestamp)));
+                prop_assert_eq!(item["window"].as_str().map(str::to_owned), Some(format_duration(pod.window.as_nanos())));
+                let containers = item["containers"].as_array().unwrap();
+                prop_assert_eq!(containers.len(), pod.containers.len());
+                for (c, want) in containers.iter().zip(&pod.containers) {
+                    prop_assert_eq!(c["name"].as_str(), Some(want.name.as_str()));
+                    prop_assert_eq!(c["usage"]["cpu"].as_str().map(str::to_owned), Some(format_cpu(want.usage.cpu_nanocores)));
+                    prop_assert_eq!(c["usage"]["memory"].as_str().map(str::to_owned), Some(format_memory(want.usage.memory_bytes)));
+                }
+            }
+            // Pretty printing only adds whitespace.
+            let pretty: serde_json::Value = serde_json::from_slice(&indent(&body)).unwrap();
+            prop_assert_eq!(pretty, value);
+        }
+
+        #[test]
+        fn tables_parse(pods in proptest::collection::vec(any_pod(), 0..4), object in any::<bool>()) {
+            let include_object = if object { IncludeObject::Object } else { IncludeObject::Metadata };
+            let body = pod_list(&pods, ApiVersion::V1, &table(include_object, TableVersion::V1), now()).body;
+            let value: serde_json::Value = serde_json::from_slice(&body).unwrap();
+            prop_assert_eq!(value["rows"].as_array().map_or(0, Vec::len), pods.len());
+        }
+
+        #[test]
+        fn protobuf_decodes_back(pods in proptest::collection::vec(any_pod(), 0..4)) {
+            let body = pod_list(&pods, ApiVersion::V1beta1, &Format::Protobuf, now()).body;
+            let raw = unwrap_envelope(&body, "metrics.k8s.io/v1beta1", "PodMetricsList");
+            let list = pb::metrics::PodMetricsList::decode(raw.as_slice()).unwrap();
+            prop_assert_eq!(list.items.len(), pods.len());
+            for (got, want) in list.items.iter().zip(&pods) {
+                let meta = got.metadata.as_ref().unwrap();
+                prop_assert_eq!(meta.name.as_deref(), Some(want.key.name.as_str()));
+                prop_assert_eq!(&meta.labels, &*want.labels);
+                prop_assert_eq!(got.timestamp.as_ref().unwrap().seconds, Some(want.timestamp.as_secs()));
+                prop_assert_eq!(got.containers.len(), want.containers.len());
+            }
+        }
+    }
+}

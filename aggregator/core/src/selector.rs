@@ -316,7 +316,11 @@ impl FieldSelector {
             return Err(SelectorError::TooLong { len: s.len() });
         }
         let mut terms = Vec::new();
-        for part in split_field_terms(s) {
+        // apimachinery sorts the raw terms before parsing them, which decides which error
+        // is reported when several terms are bad.
+        let mut parts: Vec<&str> = split_field_terms(s).collect();
+        parts.sort_unstable();
+        for part in parts {
             if part.is_empty() {
                 continue;
             }
@@ -1265,6 +1269,11 @@ mod tests {
         assert_eq!(
             err("metadata.name=a,status.phase!=Running"),
             r#""status.phase" is not a known field selector: only "metadata.name", "metadata.namespace""#
+        );
+        // Terms are checked in sorted order, as apimachinery does.
+        assert_eq!(
+            err("zone=a,spec.nodeName=b"),
+            r#""spec.nodeName" is not a known field selector: only "metadata.name", "metadata.namespace""#
         );
         assert_eq!(
             err(" metadata.name=a"),

@@ -3,20 +3,31 @@
 //! shell passes the body and the scrape time in, and every other time comes from the kubelet's
 //! own sample timestamps.
 //!
-//! - [`decode`](mod@decode): Prometheus text from `/metrics/resource` into raw cumulative
-//!   points; one bad line never drops the batch.
-//! - [`render`](mod@render): the decoder backwards (kubelet-format text), for tests, benches and
-//!   simulated kubelets.
+//! ```text
+//! kubelet body ─► decode::decode ─► ScrapeBatch ─► NodeState::observe ─► NodeView ─► model::diff
+//!                 (+ DecodeIssues)                 (rate::cpu_rate)      (+ pending reasons)
+//! ```
+//!
+//! - [`decode`](mod@decode): Prometheus text from `/metrics/resource` into raw cumulative points; one bad
+//!   line never drops the batch.
+//! - [`rate`]: CPU nanocores from two cumulative samples, exact integer arithmetic.
+//! - [`node_state`]: two points per series, restart and reset handling, the fresh-container
+//!   shortcut, and which pods can be served.
+//! - [`render`](mod@render): the decoder backwards (kubelet-format text), for tests, benches and simulated
+//!   kubelets.
 #![warn(missing_docs)]
 
 pub mod decode;
+pub mod node_state;
+pub mod rate;
 pub mod render;
 
 #[cfg(test)]
 mod snapshot;
 
 pub use decode::{
-    CpuPoint, DecodeIssue, DecodeIssueKind, MemoryPoint, RawContainer, RawNode, ScrapeBatch,
-    decode,
+    CpuPoint, DecodeIssue, DecodeIssueKind, MemoryPoint, RawContainer, RawNode, ScrapeBatch, decode,
 };
+pub use node_state::{NodeState, NodeStateConfig, ObserveSummary, PendingReason};
+pub use rate::{Cumulative, RateError, cpu_rate};
 pub use render::render;

@@ -1,11 +1,11 @@
-//! Test-only text snapshots: stable, line-oriented dumps of batches and issues, compared
+//! Test-only text snapshots: stable, line-oriented dumps of batches, issues and views, compared
 //! against inline strings or files under `tests/snapshots/`. Set `UPDATE_SNAPSHOTS=1` to
 //! rewrite the files from the current output.
 
 use std::fmt::Write as _;
 use std::path::Path;
 
-use kubepulse_model::Timestamp;
+use kubepulse_model::{NodeView, Sample, Timestamp};
 
 use crate::decode::{CpuPoint, DecodeIssue, MemoryPoint, ScrapeBatch};
 
@@ -38,6 +38,40 @@ pub(crate) fn dump_batch(batch: &ScrapeBatch, issues: &[DecodeIssue]) -> String 
         let _ = writeln!(out, "{issue}");
     }
     out
+}
+
+/// The served view: node, then pods and containers, each as `cpu/memory @timestamp window`.
+pub(crate) fn dump_view(view: &NodeView) -> String {
+    let mut out = String::new();
+    if let Some(node) = &view.node {
+        let _ = writeln!(out, "node: {}", sample(node));
+    }
+    for (pod, pod_view) in &view.pods {
+        let _ = writeln!(out, "{pod}");
+        for (container, s) in &pod_view.containers {
+            let _ = writeln!(out, "  {container}: {}", sample(s));
+        }
+    }
+    out
+}
+
+fn sample(s: &Sample) -> String {
+    format!(
+        "{}n {}B @{} window {}",
+        s.usage.cpu_nanocores,
+        s.usage.memory_bytes,
+        time(s.timestamp),
+        window_text(s.window.as_nanos())
+    )
+}
+
+fn window_text(nanos: u64) -> String {
+    if nanos.is_multiple_of(1_000_000) {
+        let millis = nanos / 1_000_000;
+        format!("{}.{:03}s", millis / 1000, millis % 1000)
+    } else {
+        format!("{nanos}ns")
+    }
 }
 
 fn cpu(out: &mut String, point: Option<CpuPoint>) {

@@ -73,8 +73,11 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     ));
     shutdown.await;
     tracing::info!("agent stopping");
+    // aborting the uplink drops its streams, which ends them on every replica
     uplink_task.abort();
     tick_task.abort();
     health_task.abort();
+    let _ = uplink_task.await;
+    let _ = tick_task.await;
     Ok(())
 }

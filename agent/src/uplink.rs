@@ -17,7 +17,7 @@ use kubepulse_proto::v1::ingest_client::IngestClient;
 use kubepulse_proto::v1::{self, agent_message, aggregator_message};
 use rand::Rng as _;
 use tokio::sync::{mpsc, watch};
-use tokio::task::JoinHandle;
+use tokio::task::{JoinHandle, JoinSet};
 use tonic::transport::{Certificate, ClientTlsConfig, Endpoint};
 
 use crate::Config;
@@ -89,35 +89,34 @@ pub async fn run(
     resolve_every: Duration,
     ticks: watch::Receiver<Arc<TickOutput>>,
 ) {
-    let mut streams: HashMap<String, JoinHandle<()>> = HashMap::new();
+    // every stream task is owned here: dropping this future (agent shutdown) aborts them all
+    let mut streams = JoinSet::new();
     for endpoint in endpoints {
-        let task = tokio::spawn(run_endpoint(
-            settings.clone(),
-            endpoint.clone(),
-            ticks.clone(),
-        ));
-        streams.insert(endpoint, task);
+        streams.spawn(run_endpoint(settings.clone(), endpoint, ticks.clone()));
     }
     let Some(service) = service else {
-        std::future::pending::<()>().await;
+        while streams.join_next().await.is_some() {}
         return;
     };
-    let mut resolved: HashMap<String, JoinHandle<()>> = HashMap::new();
+    let mut resolved: HashMap<String, AbortOnDrop> = HashMap::new();
     loop {
         match tokio::net::lookup_host(&service).await {
             Ok(addrs) => {
                 let now: Vec<String> = addrs.map(|a| a.to_string()).collect();
-                resolved.retain(|addr, task| {
+                resolved.retain(|addr, _| {
                     let keep = now.contains(addr);
                     if !keep {
                         tracing::info!(endpoint = %addr, "aggregator replica left the service");
-                        task.abort();
                     }
                     keep
                 });
                 for addr in now {
                     resolved.entry(addr.clone()).or_insert_with(|| {
-                        tokio::spawn(run_endpoint(settings.clone(), addr, ticks.clone()))
+                        AbortOnDrop(tokio::spawn(run_endpoint(
+                            settings.clone(),
+                            addr,
+                            ticks.clone(),
+                        )))
                     });
                 }
             }
@@ -129,7 +128,17 @@ pub async fn run(
     }
 }
 
-/// One replica: stream, and reconnect with jittered exponential backoff.
+/// A stream task that ends when its handle is dropped.
+struct AbortOnDrop(JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// One replica: stream, and reconnect with jittered exponential backoff. Ends when the tick
+/// loop is gone (the agent is stopping).
 async fn run_endpoint(
     settings: StreamSettings,
     endpoint: String,
@@ -146,6 +155,12 @@ async fn run_endpoint(
     loop {
         let mut up = false;
         let err = stream_once(&settings, &endpoint, ticks.clone(), &mut up).await;
+        if ticks.has_changed().is_err() {
+            if up {
+                settings.streams_up.fetch_sub(1, Ordering::Relaxed);
+            }
+            return;
+        }
         if up {
             settings.streams_up.fetch_sub(1, Ordering::Relaxed);
             backoff = initial;

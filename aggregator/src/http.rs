@@ -34,7 +34,6 @@ pub struct AppState {
 /// All routes.
 pub fn router(state: AppState) -> Router {
     let metrics = Router::new()
-        .route("/", get(resource_list))
         .route("/nodes", any(list_nodes))
         .route("/nodes/{name}", any(get_node))
         .route("/pods", any(list_pods_all))
@@ -311,15 +310,4 @@ async fn version() -> Response {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn query_strings() {
-        let q = parse_query("labelSelector=app%3Dweb%2Ctier+in+(a)&watch=&x");
-        assert_eq!(q["labelSelector"], "app=web,tier in (a)");
-        assert_eq!(q["watch"], "");
-        assert_eq!(q["x"], "");
-        assert_eq!(percent_decode("%zz%4"), "%zz%4");
-    }
-}
+mod tests;

@@ -15,7 +15,7 @@ use kubepulse_model::{Epoch, NodeName, Seq};
 use kubepulse_proto::v1::ingest_server::Ingest;
 use kubepulse_proto::v1::{self, agent_message, aggregator_message};
 use kubepulse_proto::{Limits, StreamDecoder};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::telemetry;
@@ -25,16 +25,24 @@ use crate::writer::WriterMsg;
 #[derive(Clone)]
 pub struct IngestService {
     writer: mpsc::Sender<WriterMsg>,
+    stopping: watch::Receiver<bool>,
     limits: Limits,
     hello_timeout: Duration,
     next_stream: Arc<AtomicU64>,
 }
 
 impl IngestService {
-    /// A service feeding `writer`.
-    pub fn new(writer: mpsc::Sender<WriterMsg>, limits: Limits, hello_timeout: Duration) -> Self {
+    /// A service feeding `writer`; every stream ends with `UNAVAILABLE` once `stopping` turns
+    /// true, so agents move to another replica at once and the server can drain.
+    pub fn new(
+        writer: mpsc::Sender<WriterMsg>,
+        stopping: watch::Receiver<bool>,
+        limits: Limits,
+        hello_timeout: Duration,
+    ) -> Self {
         Self {
             writer,
+            stopping,
             limits,
             hello_timeout,
             next_stream: Arc::new(AtomicU64::new(1)),
@@ -103,7 +111,7 @@ impl Ingest for IngestService {
             expected: None,
             last_status: None,
         };
-        tokio::spawn(task.run(inbound, resync_rx));
+        tokio::spawn(task.run(inbound, resync_rx, self.stopping.clone()));
         Ok(Response::new(Box::pin(
             tokio_stream::wrappers::ReceiverStream::new(out_rx),
         )))
@@ -131,6 +139,7 @@ impl StreamTask {
         mut self,
         mut inbound: Streaming<v1::AgentMessage>,
         mut resync_rx: mpsc::Receiver<String>,
+        mut stopping: watch::Receiver<bool>,
     ) {
         let reason = loop {
             let flow = tokio::select! {
@@ -143,6 +152,10 @@ impl StreamTask {
                     }
                 },
                 Some(reason) = resync_rx.recv() => self.request_resync(&reason).await,
+                _ = async { stopping.wait_for(|s| *s).await.map(|_| ()) } => {
+                    let _ = self.out.send(Err(Status::unavailable("aggregator is shutting down"))).await;
+                    Flow::Stop("aggregator shutting down")
+                }
             };
             if let Flow::Stop(reason) = flow {
                 break reason;
@@ -196,10 +209,11 @@ impl StreamTask {
             }
             Some(agent_message::Kind::Status(status)) => {
                 let changed = self.last_status.as_ref() != Some(&(status.ok, status.error.clone()));
-                if changed {
+                // the first report of a stream is news only when it is a failure
+                if changed && (self.last_status.is_some() || !status.ok) {
                     telemetry::scrape_status_changed(&self.node, status.ok, &status.error);
-                    self.last_status = Some((status.ok, status.error.clone()));
                 }
+                self.last_status = Some((status.ok, status.error.clone()));
                 let update = Update::Status(ScrapeStatus {
                     ok: status.ok,
                     error: status.error.chars().take(1024).collect(),

@@ -82,6 +82,7 @@ pub async fn run(
         health: health.clone(),
     };
     let (stop_tx, stop_rx) = watch::channel(false);
+    let stop_rx_ingest = stop_rx.clone();
     let wait_stop = move || {
         let mut rx = stop_rx.clone();
         async move {
@@ -103,6 +104,7 @@ pub async fn run(
 
     let ingest = IngestServer::new(ingest::IngestService::new(
         writer_tx,
+        stop_rx_ingest,
         Limits {
             max_pods: config.max_pods_per_node,
             max_containers: config.max_containers_per_node,
@@ -130,11 +132,13 @@ pub async fn run(
     tracing::info!("shutting down");
     health.begin_shutdown();
     let _ = stop_tx.send(true);
-    let _ = https_task.await;
-    match grpc_task.await {
-        Ok(Ok(())) => {}
-        Ok(Err(err)) => tracing::warn!(error = %err, "gRPC server ended with an error"),
-        Err(err) => tracing::warn!(error = %err, "gRPC server task failed"),
+    let drain = std::time::Duration::from_secs(5);
+    let _ = tokio::time::timeout(drain, https_task).await;
+    match tokio::time::timeout(drain, grpc_task).await {
+        Ok(Ok(Ok(()))) => {}
+        Ok(Ok(Err(err))) => tracing::warn!(error = %err, "gRPC server ended with an error"),
+        Ok(Err(err)) => tracing::warn!(error = %err, "gRPC server task failed"),
+        Err(_) => tracing::warn!("gRPC connections did not drain in time"),
     }
     writer_task.abort();
     Ok(())

@@ -76,6 +76,11 @@ impl Published {
         self.started.elapsed().saturating_sub(last)
     }
 
+    /// Replaces the published view.
+    pub fn publish(&self, view: ClusterView) {
+        self.view.store(Arc::new(view));
+    }
+
     fn mark_alive(&self) {
         let ms = self.started.elapsed().as_millis() as u64;
         self.last_loop_ms.store(ms, Ordering::Relaxed);
@@ -109,7 +114,7 @@ pub async fn run(
                 }
             }
         }
-        published.view.store(Arc::new(store.publish()));
+        published.publish(store.publish());
         published.mark_alive();
     }
 }

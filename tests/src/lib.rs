@@ -1,1 +1,7 @@
-//! placeholder
+//! kubepulse's end-to-end test support: the simulated kubelet fleet ([`sim`]), throwaway
+//! certificates ([`certs`]) and the harness that runs real agents and aggregator replicas
+//! against the fleet ([`harness`]). The scenarios live in `tests/tests/`.
+
+pub mod certs;
+pub mod harness;
+pub mod sim;

@@ -1,0 +1,58 @@
+# kubepulse: two commands do all the set-up on a fresh machine.
+#   make demo   the whole pipeline locally, with live `kubectl top`
+#   make test   every check CI runs
+SHELL := /bin/bash
+CARGO ?= cargo
+PURE_CRATES := kubepulse-model kubepulse-agent-core kubepulse-aggregator-core
+IO_CRATES := tokio hyper tonic axum kube kube-client rustls
+
+.PHONY: all build release demo test fmt-check clippy unit doc purity tools kubectl bench clean
+
+all: build
+
+build:
+	$(CARGO) build --workspace --locked
+
+release:
+	$(CARGO) build --release --locked -p kubepulse-agent -p kubepulse-aggregator -p kubepulse-tests --bins
+
+## tools: build the real control plane (etcd, kube-apiserver, kube-controller-manager,
+## metrics-server) and fetch kubectl into ~/.cache/kubepulse/tools (cold: several minutes).
+tools:
+	tests/tools/build.sh all
+
+kubectl:
+	tests/tools/build.sh kubectl
+
+demo: release kubectl
+	scripts/demo.sh
+
+test: fmt-check clippy purity unit doc
+
+fmt-check:
+	$(CARGO) fmt --all -- --check
+
+clippy:
+	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
+
+## The pure crates must not depend on any I/O crate (normal dependencies).
+purity:
+	@for crate in $(PURE_CRATES); do \
+	  for io in $(IO_CRATES); do \
+	    if $(CARGO) tree --locked -e normal -p $$crate -i $$io >/dev/null 2>&1; then \
+	      echo "purity: $$crate depends on $$io"; $(CARGO) tree -e normal -p $$crate -i $$io; exit 1; \
+	    fi; \
+	  done; \
+	done; echo "purity: $(PURE_CRATES) have no I/O dependencies"
+
+unit:
+	$(CARGO) test --workspace --locked
+
+doc:
+	RUSTDOCFLAGS=-Dwarnings $(CARGO) doc --workspace --no-deps --locked
+
+bench:
+	$(CARGO) bench --locked -p kubepulse-agent-core -p kubepulse-aggregator-core
+
+clean:
+	$(CARGO) clean

@@ -4,6 +4,8 @@
 //! Layout, in data-flow order:
 //! - [`store`]: the cluster store, mutated only through `apply_*`/`evict_stale` by the single
 //!   writer, publishing an immutable [`store::ClusterView`] to readers;
+//! - [`authz`]: delegated authentication and authorization rules (front-proxy headers, the
+//!   authenticator chain, request attributes, local decisions, 403 wording);
 //! - [`meta`]: Kubernetes metadata (labels, Running pods, pod→node) joined into answers;
 //! - [`query`]: list/get over a view and metadata, with selectors; returns [`api`] values;
 //! - [`selector`]: label and field selectors;
@@ -13,6 +15,7 @@
 #![warn(missing_docs)]
 
 pub mod api;
+pub mod authz;
 pub mod encode;
 pub mod meta;
 pub mod quantity;

@@ -7,7 +7,8 @@
 //! - protobuf (`protobuf.rs`): the `k8s\0` + `runtime.Unknown` envelope;
 //! - Table (`table.rs`): `meta.k8s.io` server-side tables;
 //! - [`status()`] encodes `Status` errors, worded by the helpers in [`mod@status`];
-//! - discovery (`discovery.rs`): legacy and aggregated discovery documents.
+//! - discovery (`discovery.rs`): legacy and aggregated discovery documents;
+//! - [`openapi`]: the OpenAPI v2 and v3 documents kube-apiserver merges.
 //!
 //! Every function is pure: `now` (the `creationTimestamp` metrics-server stamps on answers) is
 //! an argument.
@@ -15,6 +16,7 @@
 mod discovery;
 mod json;
 mod negotiate;
+pub mod openapi;
 mod protobuf;
 pub mod status;
 mod table;

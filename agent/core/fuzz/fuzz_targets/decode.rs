@@ -11,7 +11,11 @@ fuzz_target!(|body: &[u8]| {
     let (batch, issues) = decode(body, Timestamp::from_millis(1_700_000_000_000));
     let n_lines = body.split(|&b| b == b'\n').count();
     assert!(issues.windows(2).all(|pair| pair[0].line <= pair[1].line));
-    assert!(issues.iter().all(|issue| issue.line >= 1 && issue.line <= n_lines));
+    assert!(
+        issues
+            .iter()
+            .all(|issue| issue.line >= 1 && issue.line <= n_lines)
+    );
     for containers in batch.pods.values() {
         assert!(!containers.is_empty());
         for raw in containers.values() {

@@ -505,6 +505,34 @@ fn overlong_lines_are_skipped() {
 }
 
 #[test]
+fn label_text_shortcut_agrees_with_parsing() {
+    // Lines 5-8 start with the label text of the series the cursor expects but are not the
+    // same label set; line 9 repeats line 2 exactly in a later family position.
+    check(
+        r#"
+container_cpu_usage_seconds_total{container="a",namespace="n",pod="p"} 1 1000
+container_cpu_usage_seconds_total{container="a",namespace="n",pod="pp"} 2 1000
+container_memory_working_set_bytes{container="a",namespace="n",pod="p"} 3 1000
+container_memory_working_set_bytes{container="a",namespace="n",pod="pp",extra="x"} 4 1000
+container_start_time_seconds{container="a",namespace="n",pod="p",pod="q"} 5
+container_start_time_seconds{container="a",namespace="n",pod="p"}} 5
+container_start_time_seconds{container="a",namespace="n",pod="p" } 6
+container_start_time_seconds{container="a",namespace="n",pod="pp"} 7
+container_cpu_usage_seconds_total{container="a",namespace="n",pod="pp"} 8 1000
+"#,
+        r#"
+        n/p
+          a: cpu 1000000000ns @1000ms mem 3B @1000ms start 6000000000ns
+        n/pp
+          a: cpu 2000000000ns @1000ms mem 4B @1000ms start 7000000000ns
+        line 6: malformed line: duplicate label name
+        line 7: value is not a number
+        line 10: duplicate sample for the same series
+        "#,
+    );
+}
+
+#[test]
 fn containers_with_partial_families() {
     // Any subset of {cpu, memory, start} can appear; an exited container may have start only.
     check(

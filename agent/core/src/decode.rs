@@ -3,9 +3,9 @@
 //! scrape started.
 //!
 //! A hand-written scanner over borrowed bytes: it allocates only for the names it keeps (one
-//! [`PodKey`] and [`ContainerName`] per series) and the output maps, never per line. Partial
-//! input is not a failure: every line that cannot be used becomes a [`DecodeIssue`] and the rest
-//! of the body is kept.
+//! [`PodKey`] per pod, one [`ContainerName`] per container) and the output maps, never per
+//! line. Partial input is not a failure: every line that cannot be used becomes a
+//! [`DecodeIssue`] and the rest of the body is kept.
 //!
 //! Rules (reference §1.4 and §2.2):
 //! - `#` lines and blank lines are skipped; `[STABLE]`/`[ALPHA]` live in HELP text and are
@@ -16,7 +16,9 @@
 //!   gauge names `node_cpu_usage_seconds`/`container_cpu_usage_seconds` are ignored too: that
 //!   layout lived for one patch release and metrics-server never read it either.
 //! - Labels are parsed for real, in any order, honouring the `\\`, `\"` and `\n` escapes;
-//!   `namespace`, `pod` and `container` are required on container families.
+//!   `namespace`, `pod` and `container` are required on container families. Their values are
+//!   checked against the model's name rules once per series: an invalid name is one issue, at
+//!   the series' first line, and drops every line of that series.
 //! - Values take any float syntax Go's `strconv.ParseFloat` prints (`2.4707072e+08`, `0`,
 //!   `NaN`, `+Inf`); NaN, infinities and negative values are issues for CPU, memory and start
 //!   time. CPU seconds become `trunc(v × 1e9)` nanoseconds, memory `trunc(v)` bytes, start time
@@ -102,7 +104,8 @@ pub struct DecodeIssue {
     pub kind: DecodeIssueKind,
 }
 
-/// What was wrong with a line. Every kind drops the line it is found on, and only that line.
+/// What was wrong with a line. Every kind drops the line it is found on, and only that line,
+/// except [`InvalidName`](Self::InvalidName), which drops the whole series.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum DecodeIssueKind {
     /// The line breaks the exposition grammar; the text says where.
@@ -138,7 +141,8 @@ pub enum DecodeIssueKind {
     /// A label this family needs is absent.
     #[error("missing label {0:?}")]
     MissingLabel(&'static str),
-    /// A `namespace`, `pod` or `container` label is not a valid name.
+    /// A `namespace`, `pod` or `container` label is not a valid name. Reported once per series,
+    /// at its first line.
     #[error("invalid label value: {0}")]
     InvalidName(KeyError),
     /// This series already had a sample for this metric in the body; the first one is kept.
@@ -492,7 +496,6 @@ impl<'a> Decoder<'a> {
 }
 
 impl<'a> SeriesTable<'a> {
-    /// The container series `key` names, created on first sight.
     /// The series after the previous line's, when this line's label text (after `{`) starts
     /// with that series' own label text and a `}`. Parsing would read the same bytes the same
     /// way, so the line names the same series: one compare instead of parsing three labels.

@@ -312,6 +312,25 @@ container_cpu_usage_seconds_total{container="curly}brace,comma",namespace="n",po
 }
 
 #[test]
+fn an_invalid_name_is_reported_once_per_series() {
+    check(
+        r#"
+container_cpu_usage_seconds_total{container="a b",namespace="n",pod="p"} 1 1000
+container_memory_working_set_bytes{container="a b",namespace="n",pod="p"} 2 1000
+container_cpu_usage_seconds_total{container="ok",namespace="bad/ns",pod="p"} 3 1000
+container_memory_working_set_bytes{container="ok",namespace="bad/ns",pod="p"} 4 1000
+container_cpu_usage_seconds_total{container="ok",namespace="n",pod="p"} 5 1000
+"#,
+        r#"
+        n/p
+          ok: cpu 5000000000ns @1000ms
+        line 2: invalid label value: container name "a b" contains an invalid character
+        line 4: invalid label value: namespace name "bad/ns" contains an invalid character
+        "#,
+    );
+}
+
+#[test]
 fn labels_in_any_order_with_spacing_and_trailing_comma() {
     check(
         r#"

@@ -3,10 +3,11 @@
 # the official kubectl printing live `kubectl top pod -A` against replica 0.
 #   DEMO_SECONDS=N   run N seconds, then exit (0 only if kubectl showed every simulated pod)
 #   DEMO_NODES, DEMO_PODS_PER_NODE, DEMO_PORT_BASE   shape and ports (default 3, 10, 18440)
+#   DEMO_PROFILE=debug   use target/debug binaries (what `make test` checks the demo with)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
-BIN=$ROOT/target/release
+BIN=$ROOT/target/${DEMO_PROFILE:-release}
 DEMO=$ROOT/target/demo
 NODES=${DEMO_NODES:-3}
 PODS=${DEMO_PODS_PER_NODE:-10}
@@ -50,7 +51,8 @@ for _ in $(seq 100); do [ -f "$DEMO/sim/fleet.json" ] && break; sleep 0.1; done
 
 ENDPOINTS=""
 for r in 0 1; do
-  "$BIN/kubepulse-aggregator" --bind-address 127.0.0.1 --secure-port $((BASE + r)) \
+  # --standalone: the demo has no Kubernetes API (no watches, no authentication)
+  "$BIN/kubepulse-aggregator" --standalone --bind-address 127.0.0.1 --secure-port $((BASE + r)) \
     --grpc-bind-address 127.0.0.1 --grpc-port $((BASE + 10 + r)) --grpc-plaintext \
     --cert-dir "$DEMO/aggregator-$r" >"$DEMO/logs/aggregator-$r.log" 2>&1 &
   PIDS+=($!)

@@ -1,8 +1,9 @@
 //! One agent tick on a full node: 110 pods × 3 containers in kubelet ≥ 1.29 layout
 //! (reference §1.2–1.3), about 140 KB of text with the pod-level families the kubelet also
 //! prints. Measures `decode`, `observe` and the whole tick (`decode` + `observe` +
-//! `kubepulse_model::diff`) in steady state: the state has seen two earlier ticks and the
-//! measured body has newer timestamps and counters. Budget: 200 µs per tick.
+//! `kubepulse_model::diff`) in steady state: the state has seen three earlier ticks (so the view
+//! it replaces and the one it drops are full) and the measured body has newer timestamps and
+//! counters. Budget: 200 µs per tick.
 //!
 //! Run with `cargo bench -p kubepulse-agent-core`. The allocation profiler counts every
 //! allocation of the measured code (shown under each timing).
@@ -39,7 +40,7 @@ const T0_MS: i64 = 1_717_243_195_318;
 const TICK_MS: i64 = 15_000;
 
 fn main() {
-    let body = kubelet_body(2);
+    let body = kubelet_body(MEASURED_TICK);
     eprintln!(
         "kubelet body: {} bytes, {} lines",
         body.len(),
@@ -171,10 +172,14 @@ fn scrape_time(tick: i64) -> Timestamp {
     Timestamp::from_millis(T0_MS + tick * TICK_MS + 40)
 }
 
-/// A state that has observed ticks 0 and 1, so tick 2 is steady state.
+/// The tick every bench measures.
+const MEASURED_TICK: i64 = 3;
+
+/// A state that has observed the ticks before [`MEASURED_TICK`]: both its view and its previous
+/// view are full, as in steady state.
 fn warmed_state() -> NodeState {
     let mut state = NodeState::new(NodeStateConfig::default());
-    for tick in 0..2 {
+    for tick in 0..MEASURED_TICK {
         let (batch, issues) = decode(&kubelet_body(tick), scrape_time(tick));
         assert!(issues.is_empty(), "{issues:?}");
         state.observe(&batch);
@@ -184,10 +189,10 @@ fn warmed_state() -> NodeState {
 
 #[divan::bench]
 fn decode_body(bencher: Bencher<'_, '_>) {
-    let body = kubelet_body(2);
+    let body = kubelet_body(MEASURED_TICK);
     bencher
         .counter(divan::counter::BytesCount::of_slice(&body))
-        .bench(|| decode(black_box(&body), scrape_time(2)));
+        .bench(|| decode(black_box(&body), scrape_time(MEASURED_TICK)));
 }
 
 /// The real kind 1.21 capture from metrics-server's own client benchmark (70 pods).
@@ -203,7 +208,7 @@ fn decode_real_capture(bencher: Bencher<'_, '_>) {
 
 #[divan::bench]
 fn observe(bencher: Bencher<'_, '_>) {
-    let (batch, _) = decode(&kubelet_body(2), scrape_time(2));
+    let (batch, _) = decode(&kubelet_body(MEASURED_TICK), scrape_time(MEASURED_TICK));
     let state = warmed_state();
     bencher
         .with_inputs(|| state.clone())
@@ -212,12 +217,12 @@ fn observe(bencher: Bencher<'_, '_>) {
 
 #[divan::bench]
 fn tick_decode_observe_diff(bencher: Bencher<'_, '_>) {
-    let body = kubelet_body(2);
+    let body = kubelet_body(MEASURED_TICK);
     let state = warmed_state();
     {
         // Sanity: the measured tick serves every pod.
         let mut check = state.clone();
-        let (batch, _) = decode(&body, scrape_time(2));
+        let (batch, _) = decode(&body, scrape_time(MEASURED_TICK));
         let summary = check.observe(&batch);
         assert_eq!(summary.pods_served, N_PODS, "{summary:?}");
         assert_eq!(
@@ -228,7 +233,7 @@ fn tick_decode_observe_diff(bencher: Bencher<'_, '_>) {
     bencher
         .with_inputs(|| state.clone())
         .bench_local_refs(|state| {
-            let (batch, issues) = decode(black_box(&body), scrape_time(2));
+            let (batch, issues) = decode(black_box(&body), scrape_time(MEASURED_TICK));
             state.observe(&batch);
             (diff(state.previous_view(), state.view()), issues)
         });

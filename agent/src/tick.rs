@@ -7,7 +7,7 @@ use std::time::{Duration, SystemTime};
 
 use kubepulse_agent_core::decode::decode;
 use kubepulse_agent_core::node_state::NodeState;
-use kubepulse_model::{NodeView, Timestamp};
+use kubepulse_model::{ContainerName, NodeView, PodKey, Timestamp};
 use tokio::sync::watch;
 
 use crate::kubelet::KubeletClient;
@@ -18,11 +18,20 @@ use crate::telemetry;
 pub struct ScrapeStatus {
     /// The read and decode succeeded.
     pub ok: bool,
-    /// Why not.
+    /// Why it failed (empty when ok).
     pub error: String,
     /// Lines that could not be decoded.
     pub decode_issues: u32,
+    /// Containers held back (their pods are not served) and why, at most [`MAX_PENDING`].
+    pub pending: Vec<(PodKey, ContainerName, &'static str)>,
+    /// Held-back containers beyond [`MAX_PENDING`].
+    pub pending_dropped: u32,
+    /// Why the node's own usage is not served.
+    pub node_pending: Option<&'static str>,
 }
+
+/// Most held-back containers reported to the aggregators per status.
+pub const MAX_PENDING: usize = 256;
 
 /// What the tick loop publishes after every read.
 #[derive(Clone, Debug, Default)]
@@ -92,6 +101,7 @@ pub async fn run(
                             ok: false,
                             error,
                             decode_issues: issues.len() as u32,
+                            ..ScrapeStatus::default()
                         };
                     }
                     None => {
@@ -102,10 +112,20 @@ pub async fn run(
                         if !current.status.ok && current.ticks > 1 {
                             telemetry::scrape_recovered();
                         }
+                        let mut pending: Vec<_> = state
+                            .pending()
+                            .into_iter()
+                            .map(|(pod, container, reason)| (pod, container, reason.as_str()))
+                            .collect();
+                        let pending_dropped = pending.len().saturating_sub(MAX_PENDING) as u32;
+                        pending.truncate(MAX_PENDING);
                         current.status = ScrapeStatus {
                             ok: true,
                             error: String::new(),
                             decode_issues: issues.len() as u32,
+                            pending,
+                            pending_dropped,
+                            node_pending: state.node_pending().map(|r| r.as_str()),
                         };
                     }
                 }
@@ -116,7 +136,7 @@ pub async fn run(
                 current.status = ScrapeStatus {
                     ok: false,
                     error,
-                    decode_issues: 0,
+                    ..ScrapeStatus::default()
                 };
             }
         }

@@ -192,6 +192,18 @@ fn status_message(seq: u64, status: &ScrapeStatus) -> v1::AgentMessage {
             ok: status.ok,
             error: status.error.clone(),
             decode_issues: status.decode_issues,
+            pending: status
+                .pending
+                .iter()
+                .map(|(pod, container, reason)| v1::Pending {
+                    namespace: pod.namespace.to_string(),
+                    pod: pod.name.to_string(),
+                    container: container.to_string(),
+                    reason: (*reason).to_owned(),
+                })
+                .collect(),
+            pending_dropped: status.pending_dropped,
+            node_pending: status.node_pending.unwrap_or_default().to_owned(),
         }),
     )
 }

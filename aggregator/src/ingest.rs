@@ -9,8 +9,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use futures::Stream;
-use kubepulse_aggregator_core::store::{ScrapeStatus, StreamId, StreamInfo, Update};
+use futures::{Stream, StreamExt as _};
+use kubepulse_aggregator_core::store::{
+    PendingContainer, ScrapeStatus, StreamId, StreamInfo, Update,
+};
 use kubepulse_model::{Epoch, NodeName, Seq};
 use kubepulse_proto::v1::ingest_server::Ingest;
 use kubepulse_proto::v1::{self, agent_message, aggregator_message};
@@ -51,6 +53,13 @@ impl IngestService {
 }
 
 type Outbound = Pin<Box<dyn Stream<Item = Result<v1::AggregatorMessage, Status>> + Send>>;
+
+/// What a stream task queues for its agent. Small on purpose: the queue's storage is
+/// allocated in blocks of 32 items per stream, and a `Status` is ~180 bytes.
+enum Out {
+    Message(v1::AggregatorMessage),
+    Fail(Box<Status>),
+}
 
 #[tonic::async_trait]
 impl Ingest for IngestService {
@@ -113,7 +122,10 @@ impl Ingest for IngestService {
         };
         tokio::spawn(task.run(inbound, resync_rx, self.stopping.clone()));
         Ok(Response::new(Box::pin(
-            tokio_stream::wrappers::ReceiverStream::new(out_rx),
+            tokio_stream::wrappers::ReceiverStream::new(out_rx).map(|out| match out {
+                Out::Message(m) => Ok(m),
+                Out::Fail(status) => Err(*status),
+            }),
         )))
     }
 }
@@ -123,7 +135,7 @@ struct StreamTask {
     stream: StreamId,
     writer: mpsc::Sender<WriterMsg>,
     decoder: StreamDecoder,
-    out: mpsc::Sender<Result<v1::AggregatorMessage, Status>>,
+    out: mpsc::Sender<Out>,
     /// The last snapshot-or-delta sequence number applied; `None` while a snapshot is awaited.
     expected: Option<Seq>,
     last_status: Option<(bool, String)>,
@@ -153,7 +165,7 @@ impl StreamTask {
                 },
                 Some(reason) = resync_rx.recv() => self.request_resync(&reason).await,
                 _ = async { stopping.wait_for(|s| *s).await.map(|_| ()) } => {
-                    let _ = self.out.send(Err(Status::unavailable("aggregator is shutting down"))).await;
+                    let _ = self.out.send(Out::Fail(Box::new(Status::unavailable("aggregator is shutting down")))).await;
                     Flow::Stop("aggregator shutting down")
                 }
             };
@@ -214,19 +226,15 @@ impl StreamTask {
                     telemetry::scrape_status_changed(&self.node, status.ok, &status.error);
                 }
                 self.last_status = Some((status.ok, status.error.clone()));
-                let update = Update::Status(ScrapeStatus {
-                    ok: status.ok,
-                    error: status.error.chars().take(1024).collect(),
-                    decode_issues: status.decode_issues,
-                });
+                let update = Update::Status(scrape_status(&status));
                 self.send_writer(update).await
             }
             Some(agent_message::Kind::Hello(_)) => {
                 let _ = self
                     .out
-                    .send(Err(Status::invalid_argument(
+                    .send(Out::Fail(Box::new(Status::invalid_argument(
                         "hello sent twice on one stream",
-                    )))
+                    ))))
                     .await;
                 Flow::Stop("protocol violation: second hello")
             }
@@ -241,7 +249,7 @@ impl StreamTask {
         let ack = v1::AggregatorMessage {
             kind: Some(aggregator_message::Kind::Ack(v1::Ack { seq: seq.0 })),
         };
-        match self.out.send(Ok(ack)).await {
+        match self.out.send(Out::Message(ack)).await {
             Ok(()) => Flow::Continue,
             Err(_) => Flow::Stop("agent went away"),
         }
@@ -267,9 +275,40 @@ impl StreamTask {
                 reason: reason.to_owned(),
             })),
         };
-        match self.out.send(Ok(msg)).await {
+        match self.out.send(Out::Message(msg)).await {
             Ok(()) => Flow::Continue,
             Err(_) => Flow::Stop("agent went away"),
         }
+    }
+}
+
+/// Most held-back containers kept per node status.
+const MAX_PENDING: usize = 256;
+
+/// The store's view of an agent status: bounded, names validated (an invalid entry is dropped
+/// and counted, never trusted).
+fn scrape_status(status: &v1::ScrapeStatus) -> ScrapeStatus {
+    let clip = |s: &str, n: usize| s.chars().take(n).collect::<String>();
+    let mut dropped = status.pending_dropped;
+    let mut pending = Vec::new();
+    for p in &status.pending {
+        let entry = kubepulse_model::PodKey::new(&p.namespace, &p.pod)
+            .and_then(|pod| Ok((pod, kubepulse_model::ContainerName::new(&p.container)?)));
+        match entry {
+            Ok((pod, container)) if pending.len() < MAX_PENDING => pending.push(PendingContainer {
+                pod,
+                container,
+                reason: clip(&p.reason, 64),
+            }),
+            _ => dropped = dropped.saturating_add(1),
+        }
+    }
+    ScrapeStatus {
+        ok: status.ok,
+        error: clip(&status.error, 1024),
+        decode_issues: status.decode_issues,
+        pending,
+        pending_dropped: dropped,
+        node_pending: clip(&status.node_pending, 64),
     }
 }

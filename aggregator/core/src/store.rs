@@ -58,6 +58,23 @@ pub struct ScrapeStatus {
     pub error: String,
     /// Lines of the body that could not be decoded.
     pub decode_issues: u32,
+    /// Containers the agent holds back (their pods are not served), with a reason name.
+    pub pending: Vec<PendingContainer>,
+    /// Held-back containers the agent did not list (beyond its bound).
+    pub pending_dropped: u32,
+    /// Why the node's own usage is not served (empty when it is).
+    pub node_pending: String,
+}
+
+/// A container the agent reports but holds back, so its pod is not served.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PendingContainer {
+    /// The pod.
+    pub pod: kubepulse_model::PodKey,
+    /// The container.
+    pub container: kubepulse_model::ContainerName,
+    /// A stable reason name (`waiting_for_second_sample`, `restarted`, …).
+    pub reason: String,
 }
 
 /// One update from a stream.

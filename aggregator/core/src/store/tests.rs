@@ -105,7 +105,7 @@ fn data_is_kept_until_the_ttl_then_dropped() {
     let failed = ScrapeStatus {
         ok: false,
         error: "500".into(),
-        decode_issues: 0,
+        ..ScrapeStatus::default()
     };
     store
         .apply(

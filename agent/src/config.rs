@@ -3,7 +3,7 @@
 //! [`Config::validate`] reports every problem at once.
 
 use std::net::{IpAddr, SocketAddr};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::Parser;
@@ -69,7 +69,7 @@ pub struct Config {
         default_value = "/var/run/secrets/kubernetes.io/serviceaccount/token",
         help_heading = "Kubelet"
     )]
-    pub kubelet_token_file: PathBuf,
+    pub kubelet_token_file: String,
     /// How long one kubelet read may take.
     #[arg(long, env = "KUBEPULSE_AGENT_KUBELET_REQUEST_TIMEOUT", default_value = "5s", value_parser = parse_duration, help_heading = "Kubelet")]
     pub kubelet_request_timeout: Duration,
@@ -200,10 +200,10 @@ impl Config {
                 "--kubelet-tls-server-name has no effect with --kubelet-insecure-tls".to_owned(),
             );
         }
-        if !self.kubelet_token_file.as_os_str().is_empty() && !self.kubelet_token_file.is_file() {
+        if !self.kubelet_token_file.is_empty() && !Path::new(&self.kubelet_token_file).is_file() {
             problems.push(format!(
                 "--kubelet-token-file {}: no such file (pass --kubelet-token-file= to send no token)",
-                self.kubelet_token_file.display()
+                self.kubelet_token_file
             ));
         }
         if self.poll_interval < Duration::from_millis(100) {

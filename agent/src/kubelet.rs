@@ -108,8 +108,8 @@ impl KubeletClient {
             path: config.kubelet_path.clone(),
             server_name,
             tls: TlsConnector::from(Arc::new(tls)),
-            token_file: (!config.kubelet_token_file.as_os_str().is_empty())
-                .then(|| config.kubelet_token_file.clone()),
+            token_file: (!config.kubelet_token_file.is_empty())
+                .then(|| PathBuf::from(&config.kubelet_token_file)),
             timeout: config.kubelet_request_timeout,
             max_bytes: config.kubelet_max_response_bytes,
             conn: None,

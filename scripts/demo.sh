@@ -74,7 +74,14 @@ while read -r name address; do
 done <"$DEMO/nodes.txt"
 echo "demo: one agent per node, each verifying its kubelet's certificate against the node name"
 
-for _ in $(seq 100); do [ -f "$DEMO/aggregator-0/kubepulse.crt" ] && break; sleep 0.1; done
+for r in 0 1; do
+  for _ in $(seq 100); do [ -f "$DEMO/aggregator-$r/kubepulse.crt" ] && break; sleep 0.1; done
+  [ -f "$DEMO/aggregator-$r/kubepulse.crt" ] || {
+    echo "demo: aggregator replica $r did not start:" >&2
+    tail -n 20 "$DEMO/logs/aggregator-$r.log" >&2
+    exit 1
+  }
+done
 cat >"$DEMO/kubeconfig" <<EOK
 apiVersion: v1
 kind: Config

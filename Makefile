@@ -6,7 +6,7 @@ CARGO ?= cargo
 PURE_CRATES := kubepulse-model kubepulse-agent-core kubepulse-aggregator-core
 IO_CRATES := tokio hyper tonic axum kube kube-client rustls
 
-.PHONY: all build release demo test fmt-check clippy unit doc purity tools kubectl bench clean
+.PHONY: all build release demo test fmt-check clippy unit images doc purity tools kubectl bench clean
 
 all: build
 
@@ -27,7 +27,7 @@ kubectl:
 demo: release kubectl
 	scripts/demo.sh
 
-test: fmt-check clippy purity unit doc
+test: fmt-check clippy purity unit images doc
 
 fmt-check:
 	$(CARGO) fmt --all -- --check
@@ -47,6 +47,11 @@ purity:
 
 unit:
 	$(CARGO) test --workspace --locked
+
+## The Dockerfiles' own cargo build (static musl release binaries), checked static and run with an
+## empty environment (tests/tests/images.rs; needs musl-tools and the musl target, see .ci/run).
+images:
+	$(CARGO) test --locked -p kubepulse-tests --test images -- --ignored --nocapture
 
 doc:
 	RUSTDOCFLAGS=-Dwarnings $(CARGO) doc --workspace --no-deps --locked

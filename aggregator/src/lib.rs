@@ -5,11 +5,13 @@
 //!   sequence checks), feeding the writer over a bounded channel;
 //! - [`writer`]: the single writer that owns the cluster store and publishes immutable views;
 //! - [`http`]: the Metrics API router (axum) reading the latest view; [`health`]: probes;
-//! - [`tls`]: serving certificates and the HTTPS accept loop;
+//! - [`tls`]: serving certificates and the HTTPS accept loop; [`bootstrap`]: the in-cluster
+//!   serving CA (Secret), its certificate, and the CA bundle for agents and APIServices;
 //! - [`config`] and [`telemetry`]: flags, logs and named events.
 //!
 //! [`run`] is what `main` and the tests call: it takes bound listeners and a shutdown future.
 
+pub mod bootstrap;
 pub mod config;
 pub mod health;
 pub mod http;
@@ -60,12 +62,19 @@ pub async fn run(
     listeners: Listeners,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let pair = tls::load_or_generate(
-        config.tls_cert_file.as_deref(),
-        config.tls_private_key_file.as_deref(),
-        &config.cert_dir,
-        &[],
-    )?;
+    let bootstrapped = match bootstrap::Settings::from_config(&config) {
+        Some(settings) => Some(bootstrap::start(settings, &config).await?),
+        None => None,
+    };
+    let pair = match &bootstrapped {
+        Some(b) => b.serving.clone(),
+        None => tls::load_or_generate(
+            config.tls_cert_file.as_deref(),
+            config.tls_private_key_file.as_deref(),
+            &config.cert_dir,
+            &[],
+        )?,
+    };
     let https_tls = tls::server_config(&pair)?;
 
     let published = writer::Published::new();
@@ -101,6 +110,10 @@ pub async fn run(
         http::router(state),
         wait_stop(),
     ));
+
+    if let Some(b) = bootstrapped {
+        tokio::spawn(b.publish(wait_stop()));
+    }
 
     let ingest = IngestServer::new(ingest::IngestService::new(
         writer_tx,

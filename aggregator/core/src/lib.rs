@@ -8,6 +8,8 @@
 //!   authenticator chain, request attributes, local decisions, 403 wording);
 //! - [`meta`]: Kubernetes metadata (labels, Running pods, pod→node) joined into answers;
 //! - [`query`]: list/get over a view and metadata, with selectors; returns [`api`] values;
+//! - [`explain`]: why a pod or node has metrics or not (the operators' question), from the
+//!   same views;
 //! - [`selector`]: label and field selectors;
 //! - [`quantity`] and [`timefmt`]: Kubernetes quantity, time and duration strings;
 //! - [`encode`]: the only place the Metrics API wire formats (JSON, protobuf, Table, Status,
@@ -17,6 +19,7 @@
 pub mod api;
 pub mod authz;
 pub mod encode;
+pub mod explain;
 pub mod meta;
 pub mod quantity;
 pub mod query;

@@ -127,6 +127,10 @@ pub struct NodeEntry {
     pub info: StreamInfo,
     /// Whether a stream is currently open for the node.
     pub connected: bool,
+    /// When a stream for the node last opened or sent anything (agents send a status at
+    /// least every poll interval, so while no stream is open this is about when the last
+    /// one went quiet).
+    pub last_message_at: Instant,
     /// When the data was last confirmed fresh (caller's monotonic clock).
     pub fresh_at: Instant,
     /// When the data expired, if it did.
@@ -195,6 +199,7 @@ impl ClusterStore {
                 scrape: ScrapeStatus::default(),
                 info: info.clone(),
                 connected: true,
+                last_message_at: now,
                 fresh_at: now,
                 expired_at: None,
                 ttl,
@@ -206,6 +211,7 @@ impl ClusterStore {
         e.info = info;
         e.ttl = ttl;
         e.connected = true;
+        e.last_message_at = now;
         self.dirty = true;
     }
 
@@ -227,6 +233,7 @@ impl ClusterStore {
             }
         };
         let e = Arc::make_mut(&mut slot.entry);
+        e.last_message_at = now;
         match update {
             Update::Snapshot(view) => {
                 e.view = Arc::new(view);

@@ -8,12 +8,14 @@
 //! - Table (`table.rs`): `meta.k8s.io` server-side tables;
 //! - [`status()`] encodes `Status` errors, worded by the helpers in [`mod@status`];
 //! - discovery (`discovery.rs`): legacy and aggregated discovery documents;
-//! - [`openapi`]: the OpenAPI v2 and v3 documents kube-apiserver merges.
+//! - [`openapi`]: the OpenAPI v2 and v3 documents kube-apiserver merges;
+//! - [`explain`]: kubepulse's own explanation documents (`kubepulse.io/v1alpha1`).
 //!
 //! Every function is pure: `now` (the `creationTimestamp` metrics-server stamps on answers) is
 //! an argument.
 
 mod discovery;
+pub mod explain;
 mod json;
 mod negotiate;
 pub mod openapi;

@@ -140,9 +140,10 @@ pub struct Config {
         help_heading = "Operations"
     )]
     pub health_address: SocketAddr,
-    /// Log format: text or json.
+    /// Log format: text or json (also as metrics-server's --logging-format).
     #[arg(
         long,
+        visible_alias = "logging-format",
         env = "KUBEPULSE_AGENT_LOG_FORMAT",
         default_value = "text",
         help_heading = "Operations"

@@ -4,13 +4,15 @@
 //! - [`kubelet`]: reads `/metrics/resource` (TLS verified, token, timeout, size cap);
 //! - [`tick`]: the loop that calls `decode` and `NodeState::observe` and publishes the view;
 //! - [`uplink`]: one gRPC stream per aggregator replica (snapshot, deltas, resync, backoff);
-//! - [`health`]: probes; [`config`] and [`telemetry`]: flags, logs and named events.
+//! - [`health`]: probes and `/metrics`; [`config`] and [`telemetry`]: flags, logs and named
+//!   events; [`metrics`]: the self-metrics those events update.
 //!
 //! [`run`] is what `main` and the tests call.
 
 pub mod config;
 pub mod health;
 pub mod kubelet;
+pub mod metrics;
 pub mod telemetry;
 pub mod tick;
 pub mod uplink;

@@ -3,7 +3,7 @@
 //! the last good view (the aggregator expires it after its TTL) and reports why.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use kubepulse_agent_core::decode::decode;
 use kubepulse_agent_core::node_state::NodeState;
@@ -11,7 +11,7 @@ use kubepulse_model::{ContainerName, NodeView, PodKey, Timestamp};
 use tokio::sync::watch;
 
 use crate::kubelet::KubeletClient;
-use crate::telemetry;
+use crate::telemetry::{self, ReadResult};
 
 /// The agent's last kubelet read.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -69,11 +69,15 @@ pub async fn run(
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut current = TickOutput::default();
+    let mut last_issue_count = 0;
     loop {
         ticker.tick().await;
         current.ticks += 1;
         let was_ok = current.status.ok || current.ticks == 1;
-        match client.scrape().await {
+        let started = Instant::now();
+        let scraped = client.scrape().await;
+        let took = started.elapsed();
+        match scraped {
             Ok(body) => {
                 let (batch, issues) = decode(&body, wall_clock());
                 let usable = batch.node.cpu.is_some() || !batch.pods.is_empty();
@@ -92,10 +96,13 @@ pub async fn run(
                     None
                 };
                 if let Some(first) = issues.first() {
-                    telemetry::decode_issues(issues.len(), &first.to_string());
+                    let changed = issues.len() != last_issue_count;
+                    telemetry::decode_issues(issues.len(), &first.to_string(), changed);
                 }
+                last_issue_count = issues.len();
                 match failure {
                     Some(error) => {
+                        telemetry::kubelet_read(ReadResult::Unusable, took);
                         telemetry::scrape_failed(&error, was_ok);
                         current.status = ScrapeStatus {
                             ok: false,
@@ -105,7 +112,8 @@ pub async fn run(
                         };
                     }
                     None => {
-                        state.observe(&batch);
+                        telemetry::kubelet_read(ReadResult::Ok, took);
+                        telemetry::observed(&state.observe(&batch));
                         if state.view() != &*current.view {
                             current.view = Arc::new(state.view().clone());
                         }
@@ -131,6 +139,7 @@ pub async fn run(
                 }
             }
             Err(err) => {
+                telemetry::kubelet_read(ReadResult::Failed, took);
                 let error = err.to_string();
                 telemetry::scrape_failed(&error, was_ok);
                 current.status = ScrapeStatus {

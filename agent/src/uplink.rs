@@ -146,6 +146,7 @@ async fn run_endpoint(
 ) {
     let initial = Duration::from_millis(100);
     let mut backoff = initial;
+    let mut failures = 0u32;
     {
         let mut warm = ticks.clone();
         if warm.wait_for(|t| t.warm).await.is_err() {
@@ -164,9 +165,11 @@ async fn run_endpoint(
         if up {
             settings.streams_up.fetch_sub(1, Ordering::Relaxed);
             backoff = initial;
+            failures = 0;
         }
+        failures = failures.saturating_add(1);
         let wait = jitter(backoff);
-        telemetry::stream_down(&endpoint, &err, wait);
+        telemetry::stream_down(&endpoint, &err, wait, failures);
         tokio::time::sleep(wait).await;
         backoff = (backoff * 2).min(settings.max_backoff);
     }
@@ -183,6 +186,17 @@ fn message(seq: u64, kind: agent_message::Kind) -> v1::AgentMessage {
         kind: Some(kind),
         seq,
     }
+}
+
+/// Counts a message and its encoded size.
+fn record_sent(m: &v1::AgentMessage) {
+    let kind = match &m.kind {
+        Some(agent_message::Kind::Hello(_)) => "hello",
+        Some(agent_message::Kind::Snapshot(_)) => "snapshot",
+        Some(agent_message::Kind::Delta(_)) => "delta",
+        Some(agent_message::Kind::Status(_)) | None => "status",
+    };
+    telemetry::message_sent(kind, prost::Message::encoded_len(m));
 }
 
 fn status_message(seq: u64, status: &ScrapeStatus) -> v1::AgentMessage {
@@ -261,6 +275,7 @@ async fn stream_once(
         status_message(0, &sent_status),
     ];
     for m in opening {
+        record_sent(&m);
         if tx.send(m).await.is_err() {
             return "stream closed while opening".to_owned();
         }
@@ -321,6 +336,7 @@ async fn stream_once(
             },
         };
         for m in out {
+            record_sent(&m);
             if tx.send(m).await.is_err() {
                 return "stream closed".to_owned();
             }

@@ -848,6 +848,35 @@ async fn check_tls_bootstrap(cp: &ControlPlane) -> anyhow::Result<()> {
         assert!(body.contains("NodeMetricsList"), "{v}: {body}");
     }
 
+    // re-applying the manifests (client-side, then server-side) keeps what the bootstrap filled
+    for extra in [None, Some("--server-side=true --force-conflicts")] {
+        let mut args = vec!["apply"];
+        args.extend(extra.iter().flat_map(|e| e.split(' ')));
+        for f in ["10-tls.yaml", "40-apiservice.yaml"] {
+            let path = deploy.join(f);
+            let mut a = args.clone();
+            a.extend(["-f", path.to_str().unwrap()]);
+            cp.ok(&a);
+        }
+        assert_eq!(secret_ca(cp), ca, "re-apply {extra:?}: Secret");
+        let cm = cp.jsonpath(
+            &["-n", NS, "get", "configmap", CONFIGMAP],
+            "{.data.ca\\.crt}",
+        );
+        assert_eq!(cm, ca, "re-apply {extra:?}: ConfigMap");
+        for a in APISERVICES {
+            let bundle = cp.jsonpath(&["get", "apiservice", a], "{.spec.caBundle}");
+            assert_eq!(decode_b64(&bundle), ca, "re-apply {extra:?}: {a} caBundle");
+        }
+    }
+    for a in APISERVICES {
+        let patch = format!(
+            "{{\"spec\":{{\"service\":{{\"port\":{}}}}}}}",
+            r0.https.port()
+        );
+        cp.ok(&["patch", "apiservice", a, "--type=merge", "-p", &patch]);
+    }
+
     // an agent that trusts only the published CA streams a node; it shows through kube-apiserver
     let ca_file = dir.path().join("aggregator-ca.crt");
     std::fs::write(

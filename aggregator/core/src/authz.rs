@@ -197,7 +197,14 @@ pub fn is_identity_header(header: &str, config: &RequestHeaderConfig) -> bool {
         || config
             .extra_prefixes
             .iter()
-            .any(|p| header.len() >= p.len() && header[..p.len()].eq_ignore_ascii_case(p))
+            // by bytes: a name with a multi-byte character across the prefix's end is simply
+            // not a match (slicing the str there would panic)
+            .any(|p| {
+                header
+                    .as_bytes()
+                    .get(..p.len())
+                    .is_some_and(|h| h.eq_ignore_ascii_case(p.as_bytes()))
+            })
 }
 
 /// Whether the front-proxy certificate's common name may assert identities.

@@ -1,0 +1,8 @@
+//! Fuzz target: the field selector parser (`FieldSelector::parse`, matching, canonical form) on arbitrary bytes. The checks live in `src/lib.rs`, shared with the
+//! stable corpus replay (`aggregator/core/tests/fuzz_corpus.rs`). Run with
+//! `cargo +nightly fuzz run field_selector` from `aggregator/core/`, or `scripts/fuzz.sh`.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| kubepulse_aggregator_core_fuzz::field_selector(data));

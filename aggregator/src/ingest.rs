@@ -20,7 +20,7 @@ use kubepulse_proto::{Limits, StreamDecoder};
 use tokio::sync::{mpsc, watch};
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::telemetry;
+use crate::telemetry::{self, IngestError, ResyncReason};
 use crate::writer::WriterMsg;
 
 /// The tonic service.
@@ -73,7 +73,23 @@ impl Ingest for IngestService {
             .remote_addr()
             .map(|a| a.to_string())
             .unwrap_or_default();
-        let mut inbound = request.into_inner();
+        let accepted = self.accept(request.into_inner(), &remote).await;
+        if let Err(status) = &accepted
+            && status.code() != tonic::Code::Unavailable
+        {
+            telemetry::stream_refused(&remote, status.message());
+        }
+        accepted
+    }
+}
+
+impl IngestService {
+    /// Reads the hello, registers the stream with the writer and starts its task.
+    async fn accept(
+        &self,
+        mut inbound: Streaming<v1::AgentMessage>,
+        remote: &str,
+    ) -> Result<Response<Outbound>, Status> {
         let first = tokio::time::timeout(self.hello_timeout, inbound.message())
             .await
             .map_err(|_| Status::deadline_exceeded("no hello within the hello timeout"))??
@@ -109,7 +125,7 @@ impl Ingest for IngestService {
             })
             .await
             .map_err(|_| Status::unavailable("aggregator is shutting down"))?;
-        telemetry::stream_opened(&node, hello.epoch, &remote);
+        telemetry::stream_opened(&node, hello.epoch, remote);
         let (out_tx, out_rx) = mpsc::channel(16);
         let task = StreamTask {
             node,
@@ -159,11 +175,12 @@ impl StreamTask {
                     Ok(Some(msg)) => self.on_message(msg).await,
                     Ok(None) => Flow::Stop("agent closed the stream"),
                     Err(status) => {
+                        telemetry::ingest_error(IngestError::Stream);
                         tracing::debug!(node = %self.node, error = %status, "stream error");
                         Flow::Stop("stream error")
                     }
                 },
-                Some(reason) = resync_rx.recv() => self.request_resync(&reason).await,
+                Some(reason) = resync_rx.recv() => self.request_resync(ResyncReason::Store, &reason).await,
                 _ = async { stopping.wait_for(|s| *s).await.map(|_| ()) } => {
                     let _ = self.out.send(Out::Fail(Box::new(Status::unavailable("aggregator is shutting down")))).await;
                     Flow::Stop("aggregator shutting down")
@@ -186,29 +203,35 @@ impl StreamTask {
     async fn on_message(&mut self, msg: v1::AgentMessage) -> Flow {
         let seq = Seq(msg.seq);
         match msg.kind {
-            Some(agent_message::Kind::Snapshot(snapshot)) => match self.decoder.snapshot(&snapshot)
-            {
-                Ok(view) => {
-                    self.expected = Some(seq);
-                    self.forward(Update::Snapshot(view), seq).await
-                }
-                Err(err) => {
-                    self.request_resync(&format!("invalid snapshot: {err}"))
+            Some(agent_message::Kind::Snapshot(snapshot)) => {
+                telemetry::message_received("snapshot");
+                match self.decoder.snapshot(&snapshot) {
+                    Ok(view) => {
+                        self.expected = Some(seq);
+                        self.forward(Update::Snapshot(view), seq).await
+                    }
+                    Err(err) => {
+                        telemetry::ingest_error(IngestError::InvalidMessage);
+                        self.request_resync(
+                            ResyncReason::Invalid,
+                            &format!("invalid snapshot: {err}"),
+                        )
                         .await
+                    }
                 }
-            },
+            }
             Some(agent_message::Kind::Delta(delta)) => {
+                telemetry::message_received("delta");
                 let Some(last) = self.expected else {
                     // still waiting for the snapshot we asked for
                     return Flow::Continue;
                 };
                 if last.is_gap(seq) {
                     return self
-                        .request_resync(&format!(
-                            "sequence gap: expected {}, got {}",
-                            last.next().0,
-                            seq.0
-                        ))
+                        .request_resync(
+                            ResyncReason::Gap,
+                            &format!("sequence gap: expected {}, got {}", last.next().0, seq.0),
+                        )
                         .await;
                 }
                 match self.decoder.delta(&delta) {
@@ -216,10 +239,15 @@ impl StreamTask {
                         self.expected = Some(seq);
                         self.forward(Update::Delta(delta), seq).await
                     }
-                    Err(err) => self.request_resync(&format!("invalid delta: {err}")).await,
+                    Err(err) => {
+                        telemetry::ingest_error(IngestError::InvalidMessage);
+                        self.request_resync(ResyncReason::Invalid, &format!("invalid delta: {err}"))
+                            .await
+                    }
                 }
             }
             Some(agent_message::Kind::Status(status)) => {
+                telemetry::message_received("status");
                 let changed = self.last_status.as_ref() != Some(&(status.ok, status.error.clone()));
                 // the first report of a stream is news only when it is a failure
                 if changed && (self.last_status.is_some() || !status.ok) {
@@ -230,6 +258,7 @@ impl StreamTask {
                 self.send_writer(update).await
             }
             Some(agent_message::Kind::Hello(_)) => {
+                telemetry::ingest_error(IngestError::Protocol);
                 let _ = self
                     .out
                     .send(Out::Fail(Box::new(Status::invalid_argument(
@@ -267,8 +296,8 @@ impl StreamTask {
         }
     }
 
-    async fn request_resync(&mut self, reason: &str) -> Flow {
-        telemetry::resync_requested(&self.node, reason);
+    async fn request_resync(&mut self, why: ResyncReason, reason: &str) -> Flow {
+        telemetry::resync_requested(&self.node, why, reason);
         self.expected = None;
         let msg = v1::AggregatorMessage {
             kind: Some(aggregator_message::Kind::Resync(v1::Resync {

@@ -16,6 +16,7 @@ pub mod config;
 pub mod health;
 pub mod http;
 pub mod ingest;
+pub mod metrics;
 pub mod telemetry;
 pub mod tls;
 pub mod writer;

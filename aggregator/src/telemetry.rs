@@ -1,27 +1,137 @@
 //! Logging setup and the aggregator's named events. Call sites read like
-//! `telemetry::stream_opened(&node, epoch)`, so every recurring event has one wording.
+//! `telemetry::stream_opened(&node, epoch)`, so every recurring event has one wording, and
+//! updates its [`metrics`](crate::metrics) in the same place.
+//!
+//! Nothing here logs per message or per request at INFO: streams opening and closing, resyncs,
+//! expiries and kubelet-read transitions are one line each (requests are DEBUG lines of
+//! `kubepulse_aggregator::http`).
 
-use kubepulse_model::NodeName;
+use std::time::SystemTime;
+
+use kubepulse_aggregator_core::store::Update;
+use kubepulse_model::{NodeChange, NodeName, Timestamp};
+
+use crate::metrics;
 
 pub use kubepulse_shell::{LogFormat, init_logging as init, shutdown_signal};
 
+/// Why the aggregator asks an agent for a fresh snapshot (the `reason` label).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ResyncReason {
+    /// A sequence number was skipped.
+    Gap,
+    /// A snapshot or delta could not be decoded.
+    Invalid,
+    /// The store could not apply a delta to the view it holds.
+    Store,
+}
+
+/// What kind of ingest error (the `kind` label of `ingest_errors`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IngestError {
+    /// An undecodable snapshot or delta.
+    InvalidMessage,
+    /// A stream breaking the protocol (no hello, a second hello, a bad hello).
+    Protocol,
+    /// A transport error ended a stream.
+    Stream,
+}
+
 /// An agent stream said hello.
 pub fn stream_opened(node: &NodeName, epoch: u64, remote: &str) {
+    metrics::get().streams_connected.inc();
     tracing::info!(node = %node, epoch, remote, "agent stream opened");
 }
 
 /// An agent stream ended.
 pub fn stream_closed(node: &NodeName, reason: &str) {
+    metrics::get().streams_connected.dec();
     tracing::info!(node = %node, reason, "agent stream closed");
 }
 
+/// A stream was refused before its hello completed (logged: an agent that cannot connect is
+/// what an operator looks for).
+pub fn stream_refused(remote: &str, error: &str) {
+    ingest_error(IngestError::Protocol);
+    tracing::warn!(remote, error, "agent stream refused");
+}
+
+/// An ingest error was counted (logging, if any, is the caller's: most are logged by the
+/// event they cause, a resync or a closed stream).
+pub fn ingest_error(kind: IngestError) {
+    let label = match kind {
+        IngestError::InvalidMessage => "invalid_message",
+        IngestError::Protocol => "protocol",
+        IngestError::Stream => "stream",
+    };
+    metrics::get()
+        .ingest_errors
+        .get_or_create(&[("kind", label)])
+        .inc();
+}
+
+/// An agent message of `kind` (`snapshot`, `delta`, `status`) arrived.
+pub fn message_received(kind: &'static str) {
+    metrics::get()
+        .ingest_messages
+        .get_or_create(&[("kind", kind)])
+        .inc();
+}
+
+/// The newest kubelet sample time an update carries (`None` for a status or an update
+/// without samples), for [`update_applied`].
+pub fn newest_sample(update: &Update) -> Option<Timestamp> {
+    match update {
+        Update::Snapshot(view) => view
+            .pods
+            .values()
+            .flat_map(|p| p.containers.values())
+            .map(|s| s.timestamp)
+            .chain(view.node.map(|s| s.timestamp))
+            .max(),
+        Update::Delta(delta) => {
+            let node = match delta.node {
+                NodeChange::Set(s) => Some(s.timestamp),
+                _ => None,
+            };
+            delta
+                .upserts
+                .iter()
+                .map(|(_, _, s)| s.timestamp)
+                .chain(node)
+                .max()
+        }
+        Update::Status(_) => None,
+    }
+}
+
+/// An update whose newest sample is `newest` was applied to the store: observes the lag.
+pub fn update_applied(newest: Timestamp) {
+    let now = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i64)
+        .unwrap_or_default();
+    let lag = now.saturating_sub(newest.as_nanos()).max(0) as f64 / 1e9;
+    metrics::get().ingest_lag.observe(lag);
+}
+
 /// The aggregator asked an agent for a fresh snapshot.
-pub fn resync_requested(node: &NodeName, reason: &str) {
+pub fn resync_requested(node: &NodeName, why: ResyncReason, reason: &str) {
+    let label = match why {
+        ResyncReason::Gap => "gap",
+        ResyncReason::Invalid => "invalid",
+        ResyncReason::Store => "store",
+    };
+    metrics::get()
+        .resyncs
+        .get_or_create(&[("reason", label)])
+        .inc();
     tracing::warn!(node = %node, reason, "asked agent for a resync");
 }
 
 /// A node's data expired.
 pub fn node_expired(node: &NodeName) {
+    metrics::get().nodes_expired.inc();
     tracing::warn!(node = %node, "node data expired: no successful kubelet read within its TTL");
 }
 

@@ -6,6 +6,8 @@
 //!   writer, publishing an immutable [`store::ClusterView`] to readers;
 //! - [`authz`]: delegated authentication and authorization rules (front-proxy headers, the
 //!   authenticator chain, request attributes, local decisions, 403 wording);
+//! - [`limits`]: the ingest bounds (stream counts per node and in total, a token bucket per
+//!   stream);
 //! - [`meta`]: Kubernetes metadata (labels, Running pods, pod→node) joined into answers;
 //! - [`query`]: list/get over a view and metadata, with selectors; returns [`api`] values;
 //! - [`explain`]: why a pod or node has metrics or not (the operators' question), from the
@@ -19,6 +21,7 @@
 pub mod api;
 pub mod authz;
 pub mod encode;
+pub mod limits;
 pub mod explain;
 pub mod meta;
 pub mod quantity;

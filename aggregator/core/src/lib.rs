@@ -21,8 +21,8 @@
 pub mod api;
 pub mod authz;
 pub mod encode;
-pub mod limits;
 pub mod explain;
+pub mod limits;
 pub mod meta;
 pub mod quantity;
 pub mod query;

@@ -56,7 +56,9 @@ impl TokenBucket {
         let missing = NANOS_PER_TOKEN - self.level;
         // ceil(missing / per_second) nanoseconds
         let wait = missing.div_ceil(u128::from(self.per_second));
-        Err(Duration::from_nanos(u64::try_from(wait).unwrap_or(u64::MAX)))
+        Err(Duration::from_nanos(
+            u64::try_from(wait).unwrap_or(u64::MAX),
+        ))
     }
 
     /// Whole tokens available at `now`.

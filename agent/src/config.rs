@@ -125,6 +125,17 @@ pub struct Config {
         help_heading = "Aggregators"
     )]
     pub aggregator_tls_server_name: Option<String>,
+    /// Projected service-account token (audience `kubepulse`) presented to the aggregators as
+    /// this agent's identity; read again on every connect, since the kubelet rotates it. A
+    /// missing file sends no token (aggregators in --standalone mode do not check identity);
+    /// empty never sends one.
+    #[arg(
+        long,
+        env = "KUBEPULSE_AGENT_AGGREGATOR_TOKEN_FILE",
+        default_value = "/var/run/secrets/kubepulse/token",
+        help_heading = "Aggregators"
+    )]
+    pub aggregator_token_file: String,
     /// A status heartbeat is sent at least this often while nothing else is.
     #[arg(long, env = "KUBEPULSE_AGENT_HEARTBEAT_INTERVAL", default_value = "5s", value_parser = parse_duration, help_heading = "Aggregators")]
     pub heartbeat_interval: Duration,

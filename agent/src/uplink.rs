@@ -7,6 +7,7 @@
 //! re-resolved periodically, or from an explicit list.
 
 use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -39,6 +40,8 @@ pub struct StreamSettings {
     pub max_backoff: Duration,
     /// TLS to the aggregators (`None`: plaintext).
     pub tls: Option<ClientTlsConfig>,
+    /// `--aggregator-token-file` (`None`: send no token).
+    pub token_file: Option<PathBuf>,
     /// Streams currently up (for readiness).
     pub streams_up: Arc<AtomicUsize>,
 }
@@ -75,6 +78,8 @@ impl StreamSettings {
             heartbeat: config.heartbeat_interval,
             max_backoff: config.max_backoff,
             tls,
+            token_file: (!config.aggregator_token_file.is_empty())
+                .then(|| PathBuf::from(&config.aggregator_token_file)),
             streams_up,
         })
     }
@@ -175,6 +180,22 @@ async fn run_endpoint(
     }
 }
 
+/// The identity token, read on every connect (the kubelet rotates projected tokens). A missing
+/// or unreadable file sends none, with one warning per agent run: an aggregator that checks
+/// identity then refuses the stream and says why.
+async fn read_token(path: &Path) -> String {
+    static WARNED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    match tokio::fs::read_to_string(path).await {
+        Ok(token) => token.trim().to_owned(),
+        Err(err) => {
+            if !WARNED.swap(true, Ordering::Relaxed) {
+                tracing::warn!(path = %path.display(), error = %err, "no aggregator identity token (--aggregator-token-file); streams go without one");
+            }
+            String::new()
+        }
+    }
+}
+
 /// Full jitter over the upper half: a fleet reconnecting after an aggregator restart spreads out.
 fn jitter(backoff: Duration) -> Duration {
     let half = backoff / 2;
@@ -252,6 +273,10 @@ async fn stream_once(
         Ok(c) => c,
         Err(err) => return format!("connect: {err}"),
     };
+    let token = match &settings.token_file {
+        Some(path) => read_token(path).await,
+        None => String::new(),
+    };
     let mut client = IngestClient::new(channel);
     let (tx, rx) = mpsc::channel::<v1::AgentMessage>(64);
     let mut encoder = StreamEncoder::new();
@@ -262,7 +287,7 @@ async fn stream_once(
         epoch: settings.epoch,
         poll_interval_ms: settings.poll_interval.as_millis().min(u128::from(u32::MAX)) as u32,
         agent_version: env!("CARGO_PKG_VERSION").to_owned(),
-        token: String::new(),
+        token,
     };
     let mut sent_view: Arc<NodeView> = current.view.clone();
     let mut sent_status = current.status.clone();
@@ -285,7 +310,8 @@ async fn stream_once(
         .await
     {
         Ok(r) => r,
-        Err(status) => return format!("open stream: {}", status.message()),
+        // a refusal says why (identity, limits): keep its code
+        Err(status) => return format!("open stream: {:?}: {}", status.code(), status.message()),
     };
     let mut inbound = response.into_inner();
     *up = true;

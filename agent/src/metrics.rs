@@ -182,7 +182,10 @@ mod tests {
         let after = super::render();
         for (series, delta) in [
             ("kubepulse_agent_kubelet_reads_total{result=\"ok\"}", 1.0),
-            ("kubepulse_agent_kubelet_reads_total{result=\"failed\"}", 1.0),
+            (
+                "kubepulse_agent_kubelet_reads_total{result=\"failed\"}",
+                1.0,
+            ),
             ("kubepulse_agent_kubelet_read_duration_seconds_count", 2.0),
             ("kubepulse_agent_messages_sent_total{kind=\"delta\"}", 1.0),
             ("kubepulse_agent_sent_bytes_total", 40.0),

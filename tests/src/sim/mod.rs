@@ -7,4 +7,4 @@ pub mod render;
 pub mod server;
 
 pub use model::{Fault, Fleet, FleetConfig, Target};
-pub use server::{NodeEndpoint, SimFleet, SimOptions, start};
+pub use server::{NodeEndpoint, SimFleet, SimOptions, start, start_with};

@@ -3,6 +3,7 @@
 //! control API to read the ground truth and switch faults, usage, restarts and pods.
 
 use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
@@ -72,6 +73,8 @@ pub struct SimFleet {
     pub control: SocketAddr,
     /// The CA that signed every kubelet certificate, PEM.
     pub ca_pem: String,
+    /// Requests each kubelet answered (every answer, faults included), in node order.
+    pub reads: Vec<Arc<AtomicU64>>,
     stop: watch::Sender<bool>,
 }
 
@@ -102,11 +105,18 @@ struct KubeletState {
     node: String,
     token: Option<String>,
     slow_delay: Duration,
+    reads: Arc<AtomicU64>,
 }
 
 /// Starts the fleet.
 pub async fn start(options: SimOptions) -> anyhow::Result<SimFleet> {
-    let fleet = Arc::new(Mutex::new(Fleet::generate(&options.fleet, now_ms())));
+    let fleet = Fleet::generate(&options.fleet, now_ms());
+    start_with(options, fleet).await
+}
+
+/// Starts kubelets for a fleet the caller built (`options.fleet` is not used).
+pub async fn start_with(options: SimOptions, fleet: Fleet) -> anyhow::Result<SimFleet> {
+    let fleet = Arc::new(Mutex::new(fleet));
     let ca = Ca::new("kubepulse-sim-kubelet-ca")?;
     let (stop, stop_rx) = watch::channel(false);
     let wait = move || {
@@ -123,6 +133,7 @@ pub async fn start(options: SimOptions) -> anyhow::Result<SimFleet> {
         .map(|n| n.name.clone())
         .collect();
     let mut nodes = Vec::with_capacity(names.len());
+    let mut reads = Vec::with_capacity(names.len());
     for (i, name) in names.into_iter().enumerate() {
         let port = if options.base_port == 0 {
             0
@@ -145,11 +156,14 @@ pub async fn start(options: SimOptions) -> anyhow::Result<SimFleet> {
             name: name.clone(),
             address: listener.local_addr()?.to_string(),
         });
+        let counter = Arc::new(AtomicU64::new(0));
+        reads.push(counter.clone());
         let state = KubeletState {
             fleet: fleet.clone(),
             node: name,
             token: options.token.clone(),
             slow_delay: options.slow_delay,
+            reads: counter,
         };
         let router = Router::new()
             .route("/metrics/resource", get(kubelet))
@@ -199,11 +213,13 @@ pub async fn start(options: SimOptions) -> anyhow::Result<SimFleet> {
         nodes,
         control,
         ca_pem: ca.cert_pem(),
+        reads,
         stop,
     })
 }
 
 async fn kubelet(State(state): State<KubeletState>, headers: HeaderMap) -> Response {
+    state.reads.fetch_add(1, Ordering::Relaxed);
     if let Some(token) = &state.token {
         let presented = headers
             .get(header::AUTHORIZATION)

@@ -87,6 +87,10 @@ impl Published {
     }
 }
 
+/// Readers see a new view at most this often: building one costs O(nodes), and under load
+/// a batch of updates arrives every few milliseconds.
+pub const PUBLISH_EVERY: Duration = Duration::from_millis(100);
+
 /// Runs the writer until every sender is gone.
 pub async fn run(
     mut store: ClusterStore,
@@ -97,6 +101,8 @@ pub async fn run(
     let mut tick = tokio::time::interval(Duration::from_millis(500));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut batch = Vec::with_capacity(1024);
+    let mut published_at = tokio::time::Instant::now();
+    let mut pending = false;
     loop {
         tokio::select! {
             n = rx.recv_many(&mut batch, 1024) => {
@@ -113,8 +119,14 @@ pub async fn run(
                     telemetry::node_expired(&node);
                 }
             }
+            _ = tokio::time::sleep_until(published_at + PUBLISH_EVERY), if pending => {}
         }
-        published.publish(store.publish());
+        pending = true;
+        if published_at.elapsed() >= PUBLISH_EVERY {
+            published.publish(store.publish());
+            published_at = tokio::time::Instant::now();
+            pending = false;
+        }
         published.mark_alive();
     }
 }

@@ -4,7 +4,9 @@
 //! refers to it by a small id; a snapshot starts a fresh dictionary. The aggregator side
 //! ([`StreamDecoder`]) mirrors the dictionary and validates everything it receives: ids,
 //! names, timestamps, windows and the size limits of [`Limits`]. Any error means the two sides
-//! disagree and the stream must resync.
+//! disagree and the stream must resync. The decoder keeps only the dictionary, not a copy of
+//! the node's view: whether a delta fits the view (no removal of what is absent, no pod left
+//! empty) is checked where the view lives, when the store applies it.
 
 use std::collections::HashMap;
 
@@ -224,8 +226,6 @@ pub struct StreamDecoder {
     limits: Limits,
     pods: HashMap<u32, PodKey>,
     containers: HashMap<u32, (PodKey, ContainerName)>,
-    /// The view as the stream describes it, to check deltas against.
-    view: NodeView,
 }
 
 impl StreamDecoder {
@@ -235,20 +235,13 @@ impl StreamDecoder {
             limits,
             pods: HashMap::new(),
             containers: HashMap::new(),
-            view: NodeView::default(),
         }
-    }
-
-    /// The view after the last message decoded.
-    pub fn view(&self) -> &NodeView {
-        &self.view
     }
 
     /// Decodes a snapshot: a fresh dictionary and a full view.
     pub fn snapshot(&mut self, msg: &v1::Snapshot) -> Result<NodeView, WireError> {
         self.pods.clear();
         self.containers.clear();
-        self.view = NodeView::default();
         if msg.pods.len() > self.limits.max_pods {
             return Err(WireError::TooMany {
                 what: "pods",
@@ -276,11 +269,12 @@ impl StreamDecoder {
                 .containers
                 .insert(name, sample);
         }
-        self.view = view.clone();
         Ok(view)
     }
 
-    /// Decodes a delta and checks that it applies to the stream's view.
+    /// Decodes a delta: every id must be defined and every definition valid and within
+    /// [`Limits`]. Whether it fits the node's view is for the store to check when it applies it
+    /// ([`kubepulse_model::apply`] refuses what does not fit).
     pub fn delta(&mut self, msg: &v1::Delta) -> Result<Delta, WireError> {
         let mut delta = Delta {
             node: match (&msg.node, msg.node_cleared) {
@@ -314,14 +308,6 @@ impl StreamDecoder {
                 msg.base_timestamp_ms,
             )?;
             delta.upserts.push((key, name, sample));
-        }
-        kubepulse_model::apply(&mut self.view, &delta)
-            .map_err(|e| WireError::Apply(e.to_string()))?;
-        if self.view.pods.len() > self.limits.max_pods {
-            return Err(WireError::TooMany {
-                what: "pods",
-                limit: self.limits.max_pods,
-            });
         }
         Ok(delta)
     }
@@ -396,7 +382,8 @@ fn usage_from_wire(u: &v1::Usage, base_ms: i64) -> Result<Sample, WireError> {
     }
     let ms = base_ms
         .checked_add(u.timestamp_offset_ms)
-        .filter(|ms| ms.abs() <= MAX_ABS_MS)
+        // a range, not `abs()`: i64::MIN has no absolute value (it wrapped past this check)
+        .filter(|ms| (-MAX_ABS_MS..=MAX_ABS_MS).contains(ms))
         .ok_or(WireError::Usage("timestamp out of range"))?;
     Ok(Sample {
         usage: Usage {

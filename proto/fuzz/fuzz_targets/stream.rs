@@ -1,0 +1,10 @@
+//! Fuzz target: the aggregator's side of an ingest stream on arbitrary bytes, read as
+//! length-delimited `AgentMessage`s: `StreamDecoder::{snapshot, delta}` then
+//! `kubepulse_model::apply`, as the ingest and the store run them. The checks live in
+//! `src/lib.rs` (shared with the stable corpus replay, `proto/tests/fuzz_corpus.rs`). Run with
+//! `cargo +nightly fuzz run stream` from `proto/`, or `scripts/fuzz.sh`.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| kubepulse_proto_fuzz::stream(data));

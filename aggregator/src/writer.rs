@@ -151,17 +151,24 @@ fn handle(
             node,
             stream,
             update,
-        } => match store.apply(&node, stream, update, now) {
-            Ok(()) => {}
-            Err(err @ StoreError::NotOwner { .. }) => {
-                tracing::debug!(error = %err, "update from a superseded stream ignored");
-            }
-            Err(err) => {
-                if let Some(tx) = resync.get(&stream) {
-                    let _ = tx.try_send(err.to_string());
+        } => {
+            let newest = telemetry::newest_sample(&update);
+            match store.apply(&node, stream, update, now) {
+                Ok(()) => {
+                    if let Some(newest) = newest {
+                        telemetry::update_applied(newest);
+                    }
+                }
+                Err(err @ StoreError::NotOwner { .. }) => {
+                    tracing::debug!(error = %err, "update from a superseded stream ignored");
+                }
+                Err(err) => {
+                    if let Some(tx) = resync.get(&stream) {
+                        let _ = tx.try_send(err.to_string());
+                    }
                 }
             }
-        },
+        }
         WriterMsg::Close { node, stream } => {
             resync.remove(&stream);
             store.close_stream(&node, stream);

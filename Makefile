@@ -6,7 +6,7 @@ CARGO ?= cargo
 PURE_CRATES := kubepulse-model kubepulse-agent-core kubepulse-aggregator-core
 IO_CRATES := tokio hyper tonic axum kube kube-client rustls
 
-.PHONY: all build release demo test fmt-check clippy unit images doc purity tools kubectl bench clean
+.PHONY: all build release demo demo-cluster test fmt-check clippy unit images doc purity tools kubectl bench clean
 
 all: build
 
@@ -26,6 +26,10 @@ kubectl:
 
 demo: release kubectl
 	scripts/demo.sh
+
+## demo-cluster: the demo behind a real kube-apiserver (the first run builds the control plane).
+demo-cluster:
+	scripts/demo-cluster.sh
 
 test: fmt-check clippy purity unit images doc
 

@@ -36,6 +36,16 @@ pub struct ClusterOptions {
     pub node_ttl_min: Duration,
     /// Agent `--max-backoff`.
     pub max_backoff: Duration,
+    /// Simulated node names are this prefix plus an index.
+    pub node_prefix: String,
+    /// Runs the replicas in Kubernetes mode against this kubeconfig (watches of Pods and
+    /// Nodes, delegated authentication and authorization); `None`: standalone.
+    pub kubeconfig: Option<PathBuf>,
+    /// Extra aggregator arguments.
+    pub aggregator_args: Vec<String>,
+    /// Serving certificate (chain) and key for every replica instead of a self-signed one;
+    /// written as `kubepulse.crt`/`.key` into each replica's cert dir.
+    pub serving_cert: Option<crate::certs::Leaf>,
 }
 
 impl Default for ClusterOptions {
@@ -48,6 +58,10 @@ impl Default for ClusterOptions {
             refresh: Duration::from_secs(1),
             node_ttl_min: Duration::from_secs(30),
             max_backoff: Duration::from_secs(1),
+            node_prefix: FleetConfig::default().node_prefix,
+            kubeconfig: None,
+            aggregator_args: Vec::new(),
+            serving_cert: None,
         }
     }
 }
@@ -103,6 +117,7 @@ impl Cluster {
                 nodes: options.nodes,
                 pods_per_node: options.pods_per_node,
                 refresh_ms: options.refresh.as_millis() as i64,
+                node_prefix: options.node_prefix.clone(),
                 ..FleetConfig::default()
             },
             token: Some("kubelet-token".to_owned()),
@@ -274,12 +289,28 @@ async fn start_aggregator(
     let https_listener = tokio::net::TcpListener::bind(https).await?;
     let grpc_listener = tokio::net::TcpListener::bind(grpc).await?;
     let bound = (https_listener.local_addr()?, grpc_listener.local_addr()?);
-    let config = kubepulse_aggregator::Config::try_parse_from([
+    let mut args = vec![
         "kubepulse-aggregator".to_owned(),
         format!("--cert-dir={}", cert_dir.display()),
         "--grpc-plaintext".to_owned(),
         format!("--node-ttl-min={}ms", options.node_ttl_min.as_millis()),
-    ])?;
+    ];
+    if let Some(leaf) = &options.serving_cert {
+        leaf.write(cert_dir, "kubepulse")?;
+        args.push(format!(
+            "--tls-cert-file={}",
+            cert_dir.join("kubepulse.crt").display()
+        ));
+        args.push(format!(
+            "--tls-private-key-file={}",
+            cert_dir.join("kubepulse.key").display()
+        ));
+    }
+    if let Some(kubeconfig) = &options.kubeconfig {
+        args.push(format!("--kubeconfig={}", kubeconfig.display()));
+    }
+    args.extend(options.aggregator_args.iter().cloned());
+    let config = kubepulse_aggregator::Config::try_parse_from(args)?;
     config
         .validate()
         .map_err(|p| anyhow::anyhow!("aggregator config: {}", p.join("; ")))?;

@@ -5,5 +5,6 @@
 
 pub mod bench;
 pub mod certs;
+pub mod control_plane;
 pub mod harness;
 pub mod sim;

@@ -170,6 +170,42 @@ pub struct Config {
     /// How long an agent may take to send its hello after connecting.
     #[arg(long, env = "KUBEPULSE_AGGREGATOR_HELLO_TIMEOUT", default_value = "10s", value_parser = parse_duration, help_heading = "Ingest")]
     pub hello_timeout: Duration,
+    /// Most streams one node name may hold at once (an agent holds one per replica, and
+    /// briefly two while it reconnects); more are refused with RESOURCE_EXHAUSTED.
+    #[arg(
+        long,
+        env = "KUBEPULSE_AGGREGATOR_MAX_STREAMS_PER_NODE",
+        default_value_t = 4,
+        help_heading = "Ingest"
+    )]
+    pub max_streams_per_node: usize,
+    /// Most agent streams at once, all nodes together; more are refused with
+    /// RESOURCE_EXHAUSTED.
+    #[arg(
+        long,
+        env = "KUBEPULSE_AGGREGATOR_MAX_STREAMS",
+        default_value_t = 200_000,
+        help_heading = "Ingest"
+    )]
+    pub max_streams: usize,
+    /// Messages per second one stream may send on average (an agent sends a few); a faster
+    /// stream is not read until it is within the rate again (HTTP/2 flow control slows it).
+    #[arg(
+        long,
+        env = "KUBEPULSE_AGGREGATOR_MAX_MESSAGES_PER_SECOND_PER_STREAM",
+        default_value_t = 10,
+        help_heading = "Ingest"
+    )]
+    pub max_messages_per_second_per_stream: u32,
+    /// Messages one stream may send at once above its rate (its opening hello, snapshot and
+    /// status, a resync).
+    #[arg(
+        long,
+        env = "KUBEPULSE_AGGREGATOR_MAX_MESSAGE_BURST_PER_STREAM",
+        default_value_t = 50,
+        help_heading = "Ingest"
+    )]
+    pub max_message_burst_per_stream: u32,
 
     /// A node's data is dropped after this many of its agent's poll intervals without a
     /// successful kubelet read…
@@ -231,6 +267,17 @@ impl Config {
         }
         if self.node_ttl_min < Duration::from_secs(1) {
             problems.push("--node-ttl-min must be at least 1s".to_owned());
+        }
+        if self.max_streams_per_node == 0 || self.max_streams < self.max_streams_per_node {
+            problems.push(
+                "--max-streams-per-node must be positive and at most --max-streams".to_owned(),
+            );
+        }
+        if self.max_messages_per_second_per_stream == 0 || self.max_message_burst_per_stream == 0 {
+            problems.push(
+                "--max-messages-per-second-per-stream and --max-message-burst-per-stream must be positive"
+                    .to_owned(),
+            );
         }
         if self.hello_timeout.is_zero() {
             problems.push("--hello-timeout must be positive".to_owned());

@@ -3,20 +3,30 @@
 //! checks sequence numbers, forwards model updates to the writer over a bounded channel
 //! (backpressure: a slow writer slows the streams, nothing is dropped), acknowledges, and asks
 //! the agent for a fresh snapshot whenever the two sides may disagree.
+//!
+//! Bounds ([`IngestBounds`], `kubepulse_aggregator_core::limits`): a stream over
+//! `--max-streams-per-node` or `--max-streams` is refused at its hello, and one whose message
+//! exceeds `--max-message-bytes` or whose node exceeds `--max-pods-per-node` /
+//! `--max-containers-per-node` is closed, each with `RESOURCE_EXHAUSTED` and a message naming
+//! the flag (the agent retries with backoff); a stream sending faster than
+//! `--max-messages-per-second-per-stream` is throttled: its task stops reading until the
+//! stream's token bucket allows the next message, so HTTP/2 flow control slows the agent and
+//! nothing is dropped.
 
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::{Stream, StreamExt as _};
+use kubepulse_aggregator_core::limits::{StreamCounts, StreamLimits, TokenBucket};
 use kubepulse_aggregator_core::store::{
     PendingContainer, ScrapeStatus, StreamId, StreamInfo, Update,
 };
 use kubepulse_model::{Epoch, NodeName, Seq};
 use kubepulse_proto::v1::ingest_server::Ingest;
 use kubepulse_proto::v1::{self, agent_message, aggregator_message};
-use kubepulse_proto::{Limits, StreamDecoder};
+use kubepulse_proto::{Limits, StreamDecoder, WireError};
 use tokio::sync::{mpsc, watch};
 use tonic::{Request, Response, Status, Streaming};
 
@@ -31,6 +41,36 @@ pub struct IngestService {
     limits: Limits,
     hello_timeout: Duration,
     next_stream: Arc<AtomicU64>,
+    bounds: IngestBounds,
+    /// Open streams per node and in total; locked briefly at each hello and close.
+    streams: Arc<Mutex<StreamCounts>>,
+    /// The origin of the token buckets' time.
+    started: tokio::time::Instant,
+}
+
+/// Stream counts and rates (the pods and containers per node are [`Limits`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IngestBounds {
+    /// `--max-streams-per-node` and `--max-streams`.
+    pub streams: StreamLimits,
+    /// `--max-messages-per-second-per-stream`.
+    pub messages_per_second: u32,
+    /// `--max-message-burst-per-stream`.
+    pub message_burst: u32,
+}
+
+impl Default for IngestBounds {
+    /// The flags' defaults.
+    fn default() -> Self {
+        Self {
+            streams: StreamLimits {
+                per_node: 4,
+                total: 200_000,
+            },
+            messages_per_second: 10,
+            message_burst: 50,
+        }
+    }
 }
 
 impl IngestService {
@@ -48,8 +88,37 @@ impl IngestService {
             limits,
             hello_timeout,
             next_stream: Arc::new(AtomicU64::new(1)),
+            bounds: IngestBounds::default(),
+            streams: Arc::new(Mutex::new(StreamCounts::new(
+                IngestBounds::default().streams,
+            ))),
+            started: tokio::time::Instant::now(),
         }
     }
+
+    /// The same service with other stream counts and rates.
+    pub fn with_bounds(mut self, bounds: IngestBounds) -> Self {
+        self.bounds = bounds;
+        self.streams = Arc::new(Mutex::new(StreamCounts::new(bounds.streams)));
+        self
+    }
+}
+
+/// One open stream's place in the counts; given back when dropped.
+struct StreamSlot {
+    streams: Arc<Mutex<StreamCounts>>,
+    node: NodeName,
+}
+
+impl Drop for StreamSlot {
+    fn drop(&mut self) {
+        lock(&self.streams).close(&self.node);
+    }
+}
+
+fn lock(streams: &Mutex<StreamCounts>) -> std::sync::MutexGuard<'_, StreamCounts> {
+    // the counts stay consistent even if a holder panicked: every change is one call
+    streams.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 type Outbound = Pin<Box<dyn Stream<Item = Result<v1::AggregatorMessage, Status>> + Send>>;
@@ -74,8 +143,15 @@ impl Ingest for IngestService {
             .map(|a| a.to_string())
             .unwrap_or_default();
         let accepted = self.accept(request.into_inner(), &remote).await;
+        // bounds and identity report their refusals themselves (`telemetry::stream_limited`)
         if let Err(status) = &accepted
-            && status.code() != tonic::Code::Unavailable
+            && !matches!(
+                status.code(),
+                tonic::Code::Unavailable
+                    | tonic::Code::ResourceExhausted
+                    | tonic::Code::PermissionDenied
+                    | tonic::Code::Unauthenticated
+            )
         {
             telemetry::stream_refused(&remote, status.message());
         }
@@ -92,7 +168,8 @@ impl IngestService {
     ) -> Result<Response<Outbound>, Status> {
         let first = tokio::time::timeout(self.hello_timeout, inbound.message())
             .await
-            .map_err(|_| Status::deadline_exceeded("no hello within the hello timeout"))??
+            .map_err(|_| Status::deadline_exceeded("no hello within the hello timeout"))?
+            .map_err(|status| too_large("", remote, status))?
             .ok_or_else(|| Status::invalid_argument("stream ended before its hello"))?;
         let hello = match first.kind {
             Some(agent_message::Kind::Hello(h)) => h,
@@ -109,6 +186,21 @@ impl IngestService {
                 "hello: poll interval must be positive",
             ));
         }
+        let slot = {
+            let mut streams = lock(&self.streams);
+            match streams.open(&node) {
+                Ok(()) => StreamSlot {
+                    streams: self.streams.clone(),
+                    node: node.clone(),
+                },
+                Err(refusal) => {
+                    drop(streams);
+                    let message = refusal.to_string();
+                    telemetry::stream_limited(node.as_str(), remote, refusal.reason(), &message);
+                    return Err(Status::resource_exhausted(message));
+                }
+            }
+        };
         let stream = StreamId(self.next_stream.fetch_add(1, Ordering::Relaxed));
         let info = StreamInfo {
             epoch: Epoch(hello.epoch),
@@ -135,6 +227,16 @@ impl IngestService {
             out: out_tx,
             expected: None,
             last_status: None,
+            bucket: TokenBucket::new(
+                self.bounds.messages_per_second,
+                self.bounds.message_burst,
+                self.started.elapsed(),
+            ),
+            bucket_origin: self.started,
+            per_second: self.bounds.messages_per_second,
+            throttled: false,
+            remote: remote.to_owned(),
+            _slot: slot,
         };
         tokio::spawn(task.run(inbound, resync_rx, self.stopping.clone()));
         Ok(Response::new(Box::pin(
@@ -155,6 +257,13 @@ struct StreamTask {
     /// The last snapshot-or-delta sequence number applied; `None` while a snapshot is awaited.
     expected: Option<Seq>,
     last_status: Option<(bool, String)>,
+    bucket: TokenBucket,
+    bucket_origin: tokio::time::Instant,
+    per_second: u32,
+    /// Whether this stream was throttled already (logged once).
+    throttled: bool,
+    remote: String,
+    _slot: StreamSlot,
 }
 
 enum Flow {
@@ -172,8 +281,16 @@ impl StreamTask {
         let reason = loop {
             let flow = tokio::select! {
                 msg = inbound.message() => match msg {
-                    Ok(Some(msg)) => self.on_message(msg).await,
+                    Ok(Some(msg)) => {
+                        self.throttle().await;
+                        self.on_message(msg).await
+                    }
                     Ok(None) => Flow::Stop("agent closed the stream"),
+                    Err(status) if status.code() == tonic::Code::OutOfRange => {
+                        let refusal = too_large(self.node.as_str(), &self.remote, status);
+                        let _ = self.out.send(Out::Fail(Box::new(refusal))).await;
+                        Flow::Stop("message over --max-message-bytes")
+                    }
                     Err(status) => {
                         telemetry::ingest_error(IngestError::Stream);
                         tracing::debug!(node = %self.node, error = %status, "stream error");
@@ -200,6 +317,34 @@ impl StreamTask {
         telemetry::stream_closed(&self.node, reason);
     }
 
+    /// Waits, if need be, until the stream's rate allows one more message: meanwhile nothing
+    /// is read from the agent, so HTTP/2 flow control holds it back.
+    async fn throttle(&mut self) {
+        if let Err(wait) = self.bucket.take(self.bucket_origin.elapsed()) {
+            telemetry::stream_throttled(&self.node, !self.throttled, self.per_second);
+            self.throttled = true;
+            tokio::time::sleep(wait).await;
+            // the wait was computed for exactly one token
+            let _ = self.bucket.take(self.bucket_origin.elapsed());
+        }
+    }
+
+    /// Closes the stream with `RESOURCE_EXHAUSTED` for a node over its pod or container limit:
+    /// resending the same snapshot would only fail again, so the agent backs off instead.
+    async fn over_limit(&mut self, err: &WireError) -> Flow {
+        let (reason, flag) = match err {
+            WireError::TooMany { what: "pods", .. } => ("max_pods_per_node", "--max-pods-per-node"),
+            _ => ("max_containers_per_node", "--max-containers-per-node"),
+        };
+        let message = format!("node {}: {err} ({flag})", self.node);
+        telemetry::stream_limited(self.node.as_str(), &self.remote, reason, &message);
+        let _ = self
+            .out
+            .send(Out::Fail(Box::new(Status::resource_exhausted(message))))
+            .await;
+        Flow::Stop("node over its pod or container limit")
+    }
+
     async fn on_message(&mut self, msg: v1::AgentMessage) -> Flow {
         let seq = Seq(msg.seq);
         match msg.kind {
@@ -210,6 +355,7 @@ impl StreamTask {
                         self.expected = Some(seq);
                         self.forward(Update::Snapshot(view), seq).await
                     }
+                    Err(err @ WireError::TooMany { .. }) => self.over_limit(&err).await,
                     Err(err) => {
                         telemetry::ingest_error(IngestError::InvalidMessage);
                         self.request_resync(
@@ -239,6 +385,7 @@ impl StreamTask {
                         self.expected = Some(seq);
                         self.forward(Update::Delta(delta), seq).await
                     }
+                    Err(err @ WireError::TooMany { .. }) => self.over_limit(&err).await,
                     Err(err) => {
                         telemetry::ingest_error(IngestError::InvalidMessage);
                         self.request_resync(ResyncReason::Invalid, &format!("invalid delta: {err}"))
@@ -309,6 +456,18 @@ impl StreamTask {
             Err(_) => Flow::Stop("agent went away"),
         }
     }
+}
+
+/// tonic refuses a message over `max_decoding_message_size` with `OUT_OF_RANGE`; the agent is
+/// told `RESOURCE_EXHAUSTED` (what gRPC uses for a message over the receiver's limit) with the
+/// flag named, and other errors pass through.
+fn too_large(node: &str, remote: &str, status: Status) -> Status {
+    if status.code() != tonic::Code::OutOfRange {
+        return status;
+    }
+    let message = format!("{} (--max-message-bytes)", status.message());
+    telemetry::stream_limited(node, remote, "max_message_bytes", &message);
+    Status::resource_exhausted(message)
 }
 
 /// Most held-back containers kept per node status.

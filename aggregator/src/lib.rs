@@ -116,15 +116,25 @@ pub async fn run(
         tokio::spawn(b.publish(wait_stop()));
     }
 
-    let ingest = IngestServer::new(ingest::IngestService::new(
-        writer_tx,
-        stop_rx_ingest,
-        Limits {
-            max_pods: config.max_pods_per_node,
-            max_containers: config.max_containers_per_node,
-        },
-        config.hello_timeout,
-    ))
+    let ingest = IngestServer::new(
+        ingest::IngestService::new(
+            writer_tx,
+            stop_rx_ingest,
+            Limits {
+                max_pods: config.max_pods_per_node,
+                max_containers: config.max_containers_per_node,
+            },
+            config.hello_timeout,
+        )
+        .with_bounds(ingest::IngestBounds {
+            streams: kubepulse_aggregator_core::limits::StreamLimits {
+                per_node: config.max_streams_per_node,
+                total: config.max_streams,
+            },
+            messages_per_second: config.max_messages_per_second_per_stream,
+            message_burst: config.max_message_burst_per_stream,
+        }),
+    )
     .max_decoding_message_size(config.max_message_bytes);
     let mut grpc = tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(std::time::Duration::from_secs(20)))

@@ -63,6 +63,10 @@ pub struct Metrics {
     pub store_containers: Gauge,
     /// Nodes whose agent reports failing kubelet reads.
     pub store_nodes_kubelet_failing: Gauge,
+    /// Agent streams refused or closed by a bound or an identity check, by `reason`.
+    pub streams_refused: Family<Labels<1>, Counter>,
+    /// Agent messages that waited for their stream's rate limit.
+    pub ingest_throttled: Counter,
     registry: Registry,
 }
 
@@ -210,6 +214,7 @@ fn code_label(status: u16) -> &'static str {
         429 => "429",
         500 => "500",
         503 => "503",
+        504 => "504",
         _ => "other",
     }
 }
@@ -237,6 +242,8 @@ impl Metrics {
             store_pods: Gauge::default(),
             store_containers: Gauge::default(),
             store_nodes_kubelet_failing: Gauge::default(),
+            streams_refused: Family::default(),
+            ingest_throttled: Counter::default(),
             registry: Registry::default(),
         };
         // the fixed-vocabulary series exist from the start, at 0
@@ -312,6 +319,16 @@ impl Metrics {
             "store_nodes_kubelet_failing",
             "Nodes whose agent reports failing kubelet reads",
             m.store_nodes_kubelet_failing.clone(),
+        );
+        r.register(
+            "streams_refused",
+            "Agent streams refused or closed by a bound or an identity check, by reason",
+            m.streams_refused.clone(),
+        );
+        r.register(
+            "ingest_throttled",
+            "Agent messages that waited for their stream's rate limit (--max-messages-per-second-per-stream)",
+            m.ingest_throttled.clone(),
         );
         Metrics { registry, ..m }
     }

@@ -56,6 +56,29 @@ pub fn stream_refused(remote: &str, error: &str) {
     tracing::warn!(remote, error, "agent stream refused");
 }
 
+/// A stream was refused or closed by a bound (`reason`: `max_streams_per_node`,
+/// `max_streams`, `max_message_bytes`, `max_pods_per_node`, `max_containers_per_node`) or an
+/// identity check; one WARN line each, since the agent retries with backoff.
+pub fn stream_limited(node: &str, remote: &str, reason: &'static str, message: &str) {
+    metrics::get()
+        .streams_refused
+        .get_or_create(&[("reason", reason)])
+        .inc();
+    tracing::warn!(node, remote, reason, message, "agent stream refused");
+}
+
+/// A stream's message waited for its rate limit; logged once per stream (`first`).
+pub fn stream_throttled(node: &NodeName, first: bool, per_second: u32) {
+    metrics::get().ingest_throttled.inc();
+    if first {
+        tracing::warn!(
+            node = %node,
+            per_second,
+            "agent stream throttled: it sends more than --max-messages-per-second-per-stream"
+        );
+    }
+}
+
 /// An ingest error was counted (logging, if any, is the caller's: most are logged by the
 /// event they cause, a resync or a closed stream).
 pub fn ingest_error(kind: IngestError) {

@@ -207,6 +207,20 @@ pub struct Config {
     )]
     pub max_message_burst_per_stream: u32,
 
+    /// Most API requests served at once (health probes aside); more are refused with 429
+    /// TooManyRequests (metrics-server's flag and default).
+    #[arg(
+        long,
+        env = "KUBEPULSE_AGGREGATOR_MAX_REQUESTS_INFLIGHT",
+        default_value_t = 400,
+        help_heading = "Serving"
+    )]
+    pub max_requests_inflight: usize,
+    /// Longest an API request may take; a slower one gets 504 Timeout (metrics-server's flag
+    /// and default).
+    #[arg(long, env = "KUBEPULSE_AGGREGATOR_REQUEST_TIMEOUT", default_value = "1m", value_parser = parse_duration, help_heading = "Serving")]
+    pub request_timeout: Duration,
+
     /// A node's data is dropped after this many of its agent's poll intervals without a
     /// successful kubelet read…
     #[arg(
@@ -278,6 +292,10 @@ impl Config {
                 "--max-messages-per-second-per-stream and --max-message-burst-per-stream must be positive"
                     .to_owned(),
             );
+        }
+        if self.max_requests_inflight == 0 || self.request_timeout.is_zero() {
+            problems
+                .push("--max-requests-inflight and --request-timeout must be positive".to_owned());
         }
         if self.hello_timeout.is_zero() {
             problems.push("--hello-timeout must be positive".to_owned());

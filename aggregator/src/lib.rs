@@ -17,6 +17,7 @@ pub mod health;
 pub mod http;
 pub mod ingest;
 pub mod metrics;
+pub mod overload;
 pub mod telemetry;
 pub mod tls;
 pub mod writer;
@@ -108,7 +109,13 @@ pub async fn run(
     let https_task = tokio::spawn(tls::serve(
         listeners.https,
         Some(https_tls),
-        http::router(state),
+        overload::limit(
+            http::router(state),
+            overload::Overload {
+                max_inflight: config.max_requests_inflight,
+                timeout: config.request_timeout,
+            },
+        ),
         wait_stop(),
     ));
 

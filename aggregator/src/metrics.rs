@@ -67,6 +67,9 @@ pub struct Metrics {
     pub streams_refused: Family<Labels<1>, Counter>,
     /// Agent messages that waited for their stream's rate limit.
     pub ingest_throttled: Counter,
+    /// API requests refused or cut off by an overload bound, by `reason`
+    /// (`max_requests_inflight`, `request_timeout`).
+    pub api_overloaded: Family<Labels<1>, Counter>,
     registry: Registry,
 }
 
@@ -244,6 +247,7 @@ impl Metrics {
             store_nodes_kubelet_failing: Gauge::default(),
             streams_refused: Family::default(),
             ingest_throttled: Counter::default(),
+            api_overloaded: Family::default(),
             registry: Registry::default(),
         };
         // the fixed-vocabulary series exist from the start, at 0
@@ -329,6 +333,14 @@ impl Metrics {
             "ingest_throttled",
             "Agent messages that waited for their stream's rate limit (--max-messages-per-second-per-stream)",
             m.ingest_throttled.clone(),
+        );
+        for reason in ["max_requests_inflight", "request_timeout"] {
+            let _ = m.api_overloaded.get_or_create(&[("reason", reason)]);
+        }
+        r.register(
+            "api_overloaded",
+            "API requests refused (429, --max-requests-inflight) or cut off (504, --request-timeout), by reason",
+            m.api_overloaded.clone(),
         );
         Metrics { registry, ..m }
     }

@@ -79,6 +79,16 @@ pub fn stream_throttled(node: &NodeName, first: bool, per_second: u32) {
     }
 }
 
+/// An API request was refused or cut off by an overload bound (`reason`:
+/// `max_requests_inflight`, `request_timeout`); counted only, since a flood would flood the
+/// log too.
+pub fn api_overloaded(reason: &'static str) {
+    metrics::get()
+        .api_overloaded
+        .get_or_create(&[("reason", reason)])
+        .inc();
+}
+
 /// An ingest error was counted (logging, if any, is the caller's: most are logged by the
 /// event they cause, a resync or a closed stream).
 pub fn ingest_error(kind: IngestError) {

@@ -160,6 +160,30 @@ pub fn not_acceptable() -> ApiStatus {
     }
 }
 
+/// 429 for a request over `--max-requests-inflight`: apierrors' `NewTooManyRequests` with the
+/// wording of the apiserver's max-in-flight filter (sent with `Retry-After: 1`).
+pub fn too_many_requests() -> ApiStatus {
+    ApiStatus {
+        code: 429,
+        reason: "TooManyRequests",
+        message: "Too many requests, please try again later.".to_owned(),
+        details: None,
+    }
+}
+
+/// 504 for a request over `--request-timeout`, worded as the apiserver's timeout filter:
+/// `Timeout: request did not complete within requested timeout - context deadline exceeded`.
+pub fn timeout() -> ApiStatus {
+    ApiStatus {
+        code: 504,
+        reason: "Timeout",
+        message:
+            "Timeout: request did not complete within requested timeout - context deadline exceeded"
+                .to_owned(),
+        details: None,
+    }
+}
+
 // === private helpers ===
 
 fn not_found(resource: &str, group: &str, name: &str) -> ApiStatus {

@@ -284,17 +284,22 @@ async fn node_that_stops_reporting_disappears_after_its_ttl() -> anyhow::Result<
         Duration::from_secs(10),
         "the node's data to expire",
         || async {
+            // pods before the node, the node before pods again: the two requests are not
+            // atomic, but data expires all at once, so pods read before a served node must
+            // be whole and pods read after a 404 must be gone
+            let before = served_pods(&cluster, 0).await?;
             let (code, body) = cluster.get_json(0, &format!("{NODES}/{node}")).await?;
-            let served = served_pods(&cluster, 0).await?;
-            let still = pods.iter().filter(|p| served.contains_key(*p)).count();
             if code == 404 {
                 assert_eq!(
                     body["message"],
                     format!("nodemetrics.metrics.k8s.io \"{node}\" not found")
                 );
+                let after = served_pods(&cluster, 0).await?;
+                let still = pods.iter().filter(|p| after.contains_key(*p)).count();
                 assert_eq!(still, 0, "pods outlived their node");
                 return Ok(Some(stopped.elapsed()));
             }
+            let still = pods.iter().filter(|p| before.contains_key(*p)).count();
             assert_eq!(still, pods.len(), "pods vanished before their node");
             Ok(None)
         },

@@ -18,19 +18,21 @@
 //!    (admin credentials, since the shipped RBAC cannot create it) and an emptied one (the
 //!    service account) each end with one Secret and both replicas on the same CA.
 //!
-//! The binaries come from `tests/tools/build.sh` (cached in `~/.cache/kubepulse/tools`); under
-//! `CI=true` a missing one fails the test, elsewhere it prints SKIP.
+//! The control plane is the shared harness (`kubepulse_tests::control_plane`: etcd,
+//! kube-apiserver and kube-controller-manager from `tests/tools/build.sh`); under `CI=true` a
+//! missing binary fails the test, elsewhere it prints SKIP. Its own test registration
+//! (`kubepulse-test`) is not used here: this test registers `deploy/`'s APIServices itself.
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 use clap::Parser as _;
-use kubepulse_tests::certs::Ca;
+use kubepulse_tests::control_plane::Binaries;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, ServerName};
 use tokio::sync::oneshot;
@@ -54,185 +56,53 @@ fn deploy_dir() -> PathBuf {
     repo_root().join("deploy")
 }
 
-/// A tool from the tools cache, or `None` (SKIP) outside CI.
-fn tool(dir: &str, name: &str) -> Option<PathBuf> {
-    let cache = std::env::var_os("KUBEPULSE_TOOLS_CACHE")
-        .map(PathBuf::from)
-        .or_else(|| {
-            std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/kubepulse/tools"))
-        })?;
-    let path = cache.join(dir).join(name);
-    if path.is_file() {
-        return Some(path);
-    }
-    if std::env::var("CI").is_ok_and(|v| v == "true") {
-        panic!(
-            "{} is missing under CI=true: run tests/tools/build.sh",
-            path.display()
-        );
-    }
-    eprintln!("SKIP: {} missing (tests/tools/build.sh)", path.display());
-    None
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
-
-/// etcd + kube-apiserver on loopback, with an admin client certificate and a front-proxy CA so
-/// that aggregated APIs work (as `tests/tools/smoke.sh` starts them).
+/// The control-plane harness (etcd, kube-apiserver, kube-controller-manager) and the kubectl
+/// helpers this test uses.
 struct ControlPlane {
-    dir: tempfile::TempDir,
-    children: Vec<Child>,
+    inner: kubepulse_tests::control_plane::ControlPlane,
     kubectl: PathBuf,
-    url: String,
-}
-
-impl Drop for ControlPlane {
-    fn drop(&mut self) {
-        for child in self.children.iter_mut().rev() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
+    _dir: tempfile::TempDir,
 }
 
 impl ControlPlane {
-    fn start() -> anyhow::Result<Option<Self>> {
-        let (Some(etcd), Some(apiserver), Some(kubectl)) = (
-            tool("etcd-v3.6.16", "etcd"),
-            tool("k8s-v1.36.3", "kube-apiserver"),
-            tool("kubectl-v1.36.3", "kubectl"),
-        ) else {
+    /// `None` (SKIP) when the binaries are missing outside CI.
+    async fn start() -> anyhow::Result<Option<Self>> {
+        let Some(binaries) = Binaries::require("deploy_manifests_against_a_real_apiserver") else {
             return Ok(None);
         };
         let dir = tempfile::tempdir()?;
-        let d = dir.path().to_path_buf();
-        let d = d.as_path();
-        let ca = Ca::new("kubepulse-deploy-test-ca")?;
-        std::fs::write(d.join("ca.crt"), ca.cert_pem())?;
-        ca.server(&["127.0.0.1", "localhost"])?
-            .write(d, "apiserver")?;
-        ca.client("admin", &["system:masters"])?.write(d, "admin")?;
-        let front = Ca::new("kubepulse-deploy-test-front-proxy-ca")?;
-        std::fs::write(d.join("front-proxy-ca.crt"), front.cert_pem())?;
-        front
-            .client("front-proxy-client", &[])?
-            .write(d, "front-proxy-client")?;
-        // the service-account signing key and its public half
-        let sa = rcgen::KeyPair::generate()?;
-        std::fs::write(d.join("sa.key"), sa.serialize_pem())?;
-        std::fs::write(d.join("sa.pub"), sa.public_key_pem())?;
-
-        let (client, peer, secure) = (free_port(), free_port(), free_port());
-        let log = |name: &str| -> anyhow::Result<Stdio> {
-            Ok(std::fs::File::create(d.join(format!("{name}.log")))?.into())
-        };
-        let mut cp = Self {
-            children: Vec::new(),
-            kubectl,
-            url: format!("https://127.0.0.1:{secure}"),
-            dir,
-        };
-        cp.children.push(
-            Command::new(etcd)
-                .args([
-                    "--name=t0",
-                    "--unsafe-no-fsync",
-                    "--log-level=warn",
-                    &format!("--data-dir={}", d.join("etcd").display()),
-                    &format!("--listen-client-urls=http://127.0.0.1:{client}"),
-                    &format!("--advertise-client-urls=http://127.0.0.1:{client}"),
-                    &format!("--listen-peer-urls=http://127.0.0.1:{peer}"),
-                    &format!("--initial-advertise-peer-urls=http://127.0.0.1:{peer}"),
-                    &format!("--initial-cluster=t0=http://127.0.0.1:{peer}"),
-                ])
-                .stdout(log("etcd")?)
-                .stderr(log("etcd")?)
-                .spawn()
-                .context("start etcd")?,
-        );
-        let p = |name: &str| d.join(name).display().to_string();
-        cp.children.push(
-            Command::new(apiserver)
-                .args([
-                    format!("--etcd-servers=http://127.0.0.1:{client}"),
-                    "--endpoint-reconciler-type=none".into(),
-                    "--bind-address=127.0.0.1".into(),
-                    "--advertise-address=127.0.0.1".into(),
-                    format!("--secure-port={secure}"),
-                    format!("--tls-cert-file={}", p("apiserver.crt")),
-                    format!("--tls-private-key-file={}", p("apiserver.key")),
-                    format!("--client-ca-file={}", p("ca.crt")),
-                    "--service-account-issuer=https://kubernetes.default.svc".into(),
-                    "--service-cluster-ip-range=10.0.0.0/24".into(),
-                    format!("--service-account-key-file={}", p("sa.pub")),
-                    format!("--service-account-signing-key-file={}", p("sa.key")),
-                    "--authorization-mode=RBAC".into(),
-                    "--disable-admission-plugins=ServiceAccount".into(),
-                    format!("--requestheader-client-ca-file={}", p("front-proxy-ca.crt")),
-                    "--requestheader-allowed-names=front-proxy-client".into(),
-                    "--requestheader-username-headers=X-Remote-User".into(),
-                    "--requestheader-group-headers=X-Remote-Group".into(),
-                    "--requestheader-extra-headers-prefix=X-Remote-Extra-".into(),
-                    format!("--proxy-client-cert-file={}", p("front-proxy-client.crt")),
-                    format!("--proxy-client-key-file={}", p("front-proxy-client.key")),
-                ])
-                .stdout(log("kube-apiserver")?)
-                .stderr(log("kube-apiserver")?)
-                .spawn()
-                .context("start kube-apiserver")?,
-        );
-        cp.write_kubeconfig(
-            "admin.kubeconfig",
-            &format!(
-                "client-certificate: {}\n    client-key: {}",
-                p("admin.crt"),
-                p("admin.key")
-            ),
-        )?;
+        let kubectl = binaries.kubectl.clone();
         let started = Instant::now();
-        loop {
-            let ready = cp.kubectl(&["get", "--raw", "/readyz"]);
-            if ready.status.success() {
-                break;
-            }
-            let exited = cp
-                .children
-                .iter_mut()
-                .any(|c| matches!(c.try_wait(), Ok(Some(_))));
-            if exited || started.elapsed() > Duration::from_secs(120) {
-                bail!(
-                    "kube-apiserver not ready (exited: {exited}): {}\n{}",
-                    String::from_utf8_lossy(&ready.stderr),
-                    cp.log_tail("kube-apiserver")
-                );
-            }
-            std::thread::sleep(Duration::from_millis(500));
-        }
-        // kube-system, the built-in roles and the authentication ConfigMap appear shortly after
-        cp.wait_until(
-            Duration::from_secs(60),
-            "kube-system bootstrap objects",
-            |cp| {
-                cp.kubectl(&[
-                    "-n",
-                    NS,
-                    "get",
-                    "role/extension-apiserver-authentication-reader",
-                    "configmap/extension-apiserver-authentication",
-                ])
-                .status
-                .success()
-                    && cp
-                        .kubectl(&["get", "clusterrole/system:auth-delegator"])
-                        .status
-                        .success()
-            },
-        )?;
+        let inner =
+            kubepulse_tests::control_plane::ControlPlane::start(binaries, &dir.path().join("cp"))
+                .await?;
+        let cp = Self {
+            inner,
+            kubectl,
+            _dir: dir,
+        };
+        // the built-in roles deploy/ binds to appear shortly after readiness
+        tokio::task::block_in_place(|| {
+            cp.wait_until(
+                Duration::from_secs(60),
+                "kube-system bootstrap objects",
+                |cp| {
+                    cp.kubectl(&[
+                        "-n",
+                        NS,
+                        "get",
+                        "role/extension-apiserver-authentication-reader",
+                        "configmap/extension-apiserver-authentication",
+                    ])
+                    .status
+                    .success()
+                        && cp
+                            .kubectl(&["get", "clusterrole/system:auth-delegator"])
+                            .status
+                            .success()
+                },
+            )
+        })?;
         eprintln!(
             "control plane ready in {:.1}s",
             started.elapsed().as_secs_f64()
@@ -240,29 +110,25 @@ impl ControlPlane {
         Ok(Some(cp))
     }
 
-    fn log_tail(&self, name: &str) -> String {
-        let text = std::fs::read_to_string(self.dir.path().join(format!("{name}.log")))
-            .unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(30)..].join("\n")
+    fn dir(&self) -> &Path {
+        &self.inner.dir
     }
 
-    /// Writes a kubeconfig for this API server with the given user fields.
     fn write_kubeconfig(&self, file: &str, user: &str) -> anyhow::Result<PathBuf> {
-        let path = self.dir.path().join(file);
+        let path = self.dir().join(file);
         std::fs::write(
             &path,
             format!(
-                "apiVersion: v1\nkind: Config\nclusters:\n- name: t\n  cluster:\n    server: {}\n    certificate-authority: {}\nusers:\n- name: u\n  user:\n    {user}\ncontexts:\n- name: t\n  context: {{cluster: t, user: u}}\ncurrent-context: t\n",
-                self.url,
-                self.dir.path().join("ca.crt").display()
+                "apiVersion: v1\nkind: Config\nclusters:\n- name: t\n  cluster:\n    server: https://{}\n    certificate-authority: {}\nusers:\n- name: u\n  user:\n    {user}\ncontexts:\n- name: t\n  context: {{cluster: t, user: u}}\ncurrent-context: t\n",
+                self.inner.apiserver,
+                self.inner.pki.path("ca.crt").display()
             ),
         )?;
         Ok(path)
     }
 
     fn admin_kubeconfig(&self) -> PathBuf {
-        self.dir.path().join("admin.kubeconfig")
+        self.inner.kubeconfig.clone()
     }
 
     fn kubectl(&self, args: &[&str]) -> Output {
@@ -992,7 +858,7 @@ async fn check_tls_bootstrap(cp: &ControlPlane) -> anyhow::Result<()> {
 async fn check_ca_race(cp: &ControlPlane) -> anyhow::Result<()> {
     use kubepulse_aggregator::bootstrap::{client, ensure_ca};
     let admin = client(Some(&cp.admin_kubeconfig())).await?;
-    let sa = client(Some(&cp.dir.path().join("aggregator.kubeconfig"))).await?;
+    let sa = client(Some(&cp.dir().join("aggregator.kubeconfig"))).await?;
     for round in 0..4 {
         let absent = round % 2 == 0;
         let who = if absent { &admin } else { &sa };
@@ -1042,7 +908,7 @@ async fn deploy_manifests_against_a_real_apiserver() -> anyhow::Result<()> {
         )
         .with_test_writer()
         .try_init();
-    let Some(cp) = tokio::task::spawn_blocking(ControlPlane::start).await?? else {
+    let Some(cp) = ControlPlane::start().await? else {
         return Ok(());
     };
     let result = async {
@@ -1053,10 +919,7 @@ async fn deploy_manifests_against_a_real_apiserver() -> anyhow::Result<()> {
     }
     .await;
     if result.is_err() {
-        eprintln!(
-            "kube-apiserver log tail:\n{}",
-            cp.log_tail("kube-apiserver")
-        );
+        eprintln!("kube-apiserver log tail:\n{}", cp.inner.log_tails(30));
     }
     result
 }

@@ -7,4 +7,5 @@ pub mod bench;
 pub mod certs;
 pub mod control_plane;
 pub mod harness;
+pub mod raw_agent;
 pub mod sim;

@@ -6,11 +6,12 @@
 #   scripts/fuzz.sh [SECONDS] [TARGET...]      e.g. scripts/fuzz.sh 300 stream accept
 #
 # Fuzz crates (each outside the workspace, with its own [workspace]): agent/core/fuzz,
-# proto/fuzz, aggregator/core/fuzz. New inputs go to a scratch directory; the committed
-# seeds under fuzz/corpus/<target>/ are only read, unless FUZZ_MERGE=1, which merges the
-# inputs that add coverage into them (libFuzzer -merge=1) so they are replayed by
-# `cargo test` from then on. A crash leaves its input in <crate>/fuzz/artifacts/<target>/;
-# copy it into the corpus once fixed (that is the regression test) and the script exits 1.
+# proto/fuzz, aggregator/core/fuzz. The committed seeds under fuzz/corpus/<target>/ are only
+# read; what the fuzzer learns goes to a scratch directory, or to FUZZ_KEEP/<target> to carry
+# it over to the next run (it grows to thousands of files: keep it out of the repository).
+# A crash leaves its input in <crate>/fuzz/artifacts/<target>/ and makes the script exit 1:
+# fix it, then copy the input into fuzz/corpus/<target>/regression-<what> (the stable replay
+# in `cargo test` runs it from then on) and add a named regression test.
 #
 # FUZZ_SANITIZER (default none: the fuzzed crates forbid unsafe code, so AddressSanitizer
 # adds build time and little else; pass address to use it), FUZZ_TOOLCHAIN (default
@@ -41,7 +42,7 @@ for crate in "${crates[@]}"; do
       continue
     fi
     corpus="fuzz/corpus/$target"
-    fresh="$scratch/$target"
+    fresh="${FUZZ_KEEP:-$scratch}/$target"
     log="$scratch/$target.log"
     mkdir -p "$fresh" "$corpus"
     touch "$scratch/$target.start"
@@ -57,10 +58,6 @@ for crate in "${crates[@]}"; do
     runs=$(grep -o 'stat::number_of_executed_units: *[0-9]*' "$log" | grep -o '[0-9]*$' | tail -n 1 || true)
     cov=$(grep -o 'cov: [0-9]*' "$log" | tail -n 1 | grep -o '[0-9]*' || true)
     crashes=$(find "fuzz/artifacts/$target" -type f -newer "$scratch/$target.start" 2>/dev/null | wc -l || true)
-    if [[ ${FUZZ_MERGE:-0} == 1 && $status == ok ]]; then
-      cargo "+$toolchain" fuzz run --sanitizer "$sanitizer" "$target" "$corpus" "$fresh" -- \
-        -merge=1 >>"$log" 2>&1 || true
-    fi
     summary+=("$(printf '%-16s %-16s %12s %8s %8s %s' "$crate" "$target" "${runs:-?}" "${cov:-?}" "$crashes" "$status")")
   done
 done

@@ -19,7 +19,10 @@ fn main() -> anyhow::Result<()> {
         .worker_threads(2)
         .enable_all()
         .build()?;
-    runtime.block_on(run(Duration::from_secs(seconds), Duration::from_millis(poll_ms)))
+    runtime.block_on(run(
+        Duration::from_secs(seconds),
+        Duration::from_millis(poll_ms),
+    ))
 }
 
 async fn run(duration: Duration, poll: Duration) -> anyhow::Result<()> {
@@ -42,7 +45,10 @@ async fn run(duration: Duration, poll: Duration) -> anyhow::Result<()> {
         let seen = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH)?;
         if code == 200 {
             for item in list["items"].as_array().into_iter().flatten() {
-                let name = item["metadata"]["name"].as_str().unwrap_or_default().to_owned();
+                let name = item["metadata"]["name"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned();
                 let ts = item["timestamp"].as_str().unwrap_or_default().to_owned();
                 if last.get(&name) != Some(&ts) {
                     if last.contains_key(&name) {
@@ -77,7 +83,10 @@ async fn run(duration: Duration, poll: Duration) -> anyhow::Result<()> {
 /// Seconds since the epoch of `YYYY-MM-DDTHH:MM:SSZ`.
 fn parse_rfc3339(s: &str) -> anyhow::Result<i64> {
     let b = s.as_bytes();
-    anyhow::ensure!(b.len() == 20 && b[19] == b'Z', "not a whole-second UTC time: {s}");
+    anyhow::ensure!(
+        b.len() == 20 && b[19] == b'Z',
+        "not a whole-second UTC time: {s}"
+    );
     let num = |r: std::ops::Range<usize>| -> anyhow::Result<i64> { Ok(s[r].parse()?) };
     let (y, m, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
     let (hh, mm, ss) = (num(11..13)?, num(14..16)?, num(17..19)?);

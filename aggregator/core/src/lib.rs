@@ -6,6 +6,8 @@
 //!   writer, publishing an immutable [`store::ClusterView`] to readers;
 //! - [`authz`]: delegated authentication and authorization rules (front-proxy headers, the
 //!   authenticator chain, request attributes, local decisions, 403 wording);
+//! - [`identity`]: which node an agent stream may report for (its reviewed token, its pod,
+//!   that pod's node);
 //! - [`limits`]: the ingest bounds (stream counts per node and in total, a token bucket per
 //!   stream);
 //! - [`meta`]: Kubernetes metadata (labels, Running pods, pod→node) joined into answers;
@@ -22,6 +24,7 @@ pub mod api;
 pub mod authz;
 pub mod encode;
 pub mod explain;
+pub mod identity;
 pub mod limits;
 pub mod meta;
 pub mod quantity;

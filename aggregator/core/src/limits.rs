@@ -8,7 +8,8 @@
 //!   `RESOURCE_EXHAUSTED` ([`StreamRefusal`] is the message); the agent retries with backoff;
 //! - a stream beyond `--max-messages-per-second-per-stream` is throttled, not closed: its task
 //!   stops reading until [`TokenBucket::take`] allows the next message, so HTTP/2 flow control
-//!   slows the agent down and nothing is dropped.
+//!   slows the agent down and nothing is dropped;
+//! - agent token reviews are cached in a [`TtlCache`], bounded in size and in time.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -180,6 +181,67 @@ impl StreamCounts {
     /// Streams open in total.
     pub fn total(&self) -> usize {
         self.total
+    }
+}
+
+// === TtlCache ===
+
+/// A cache whose entries expire and whose size is bounded: when full, expired entries go
+/// first, then the entry closest to expiring. For review answers (TokenReview of agent
+/// tokens), keyed by a digest so no secret is kept. Times are durations since any fixed
+/// origin, passed in.
+#[derive(Clone, Debug)]
+pub struct TtlCache<K, V> {
+    max_entries: usize,
+    entries: HashMap<K, (Duration, V)>,
+}
+
+impl<K: std::hash::Hash + Eq + Clone, V> TtlCache<K, V> {
+    /// An empty cache of at most `max_entries` (at least 1).
+    pub fn new(max_entries: usize) -> Self {
+        Self {
+            max_entries: max_entries.max(1),
+            entries: HashMap::new(),
+        }
+    }
+
+    /// The value for `key`, unless it expired by `now`.
+    pub fn get(&self, key: &K, now: Duration) -> Option<&V> {
+        self.entries
+            .get(key)
+            .filter(|(expires, _)| *expires > now)
+            .map(|(_, v)| v)
+    }
+
+    /// Keeps `value` until `now + ttl` (a zero TTL keeps nothing).
+    pub fn insert(&mut self, key: K, value: V, ttl: Duration, now: Duration) {
+        if ttl.is_zero() {
+            return;
+        }
+        if self.entries.len() >= self.max_entries && !self.entries.contains_key(&key) {
+            self.entries.retain(|_, (expires, _)| *expires > now);
+            if self.entries.len() >= self.max_entries {
+                let soonest = self
+                    .entries
+                    .iter()
+                    .min_by_key(|(_, (expires, _))| *expires)
+                    .map(|(k, _)| k.clone());
+                if let Some(k) = soonest {
+                    self.entries.remove(&k);
+                }
+            }
+        }
+        self.entries.insert(key, (now + ttl, value));
+    }
+
+    /// Entries held (expired ones included until they are evicted).
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether nothing is held.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
     }
 }
 

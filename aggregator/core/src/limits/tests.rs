@@ -98,3 +98,29 @@ fn streams_are_bounded_per_node_and_in_total() {
     counts.close(&a);
     assert_eq!(counts.total(), 0);
 }
+
+#[test]
+fn cache_entries_expire_and_the_size_is_bounded() {
+    let mut cache = TtlCache::new(3);
+    cache.insert("a", 1, ms(1_000), ms(0));
+    assert_eq!(cache.get(&"a", ms(999)), Some(&1));
+    assert_eq!(cache.get(&"a", ms(1_000)), None);
+    cache.insert("zero", 0, Duration::ZERO, ms(0));
+    assert_eq!(cache.get(&"zero", ms(0)), None);
+    // full: the expired entry goes first
+    cache.insert("b", 2, ms(5_000), ms(0));
+    cache.insert("c", 3, ms(3_000), ms(0));
+    cache.insert("d", 4, ms(9_000), ms(2_000));
+    assert_eq!(cache.len(), 3);
+    assert_eq!(cache.get(&"a", ms(2_000)), None);
+    // still full: the one closest to expiring goes
+    cache.insert("e", 5, ms(9_000), ms(2_000));
+    assert_eq!(cache.len(), 3);
+    assert_eq!(cache.get(&"c", ms(2_000)), None);
+    for (k, v) in [("b", 2), ("d", 4), ("e", 5)] {
+        assert_eq!(cache.get(&k, ms(2_000)), Some(&v));
+    }
+    // replacing a key never evicts another
+    cache.insert("e", 6, ms(9_000), ms(2_000));
+    assert_eq!((cache.len(), cache.get(&"e", ms(2_000))), (3, Some(&6)));
+}

@@ -49,10 +49,15 @@ PIDS+=($!)
 for _ in $(seq 100); do [ -f "$DEMO/sim/fleet.json" ] && break; sleep 0.1; done
 [ -f "$DEMO/sim/fleet.json" ] || { echo "demo: the simulated fleet did not start:" >&2; tail "$DEMO/logs/sim.log" >&2; exit 1; }
 
+# builds without a Kubernetes mode have no --standalone flag and need none
+STANDALONE=""
+if "$BIN/kubepulse-aggregator" --help 2>/dev/null | grep -q -- '--standalone'; then
+  STANDALONE=--standalone
+fi
 ENDPOINTS=""
 for r in 0 1; do
   # --standalone: the demo has no Kubernetes API (no watches, no authentication)
-  "$BIN/kubepulse-aggregator" --standalone --bind-address 127.0.0.1 --secure-port $((BASE + r)) \
+  "$BIN/kubepulse-aggregator" $STANDALONE --bind-address 127.0.0.1 --secure-port $((BASE + r)) \
     --grpc-bind-address 127.0.0.1 --grpc-port $((BASE + 10 + r)) --grpc-plaintext \
     --cert-dir "$DEMO/aggregator-$r" >"$DEMO/logs/aggregator-$r.log" 2>&1 &
   PIDS+=($!)

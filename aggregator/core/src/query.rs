@@ -2,15 +2,17 @@
 //! Kubernetes, filtered by selectors. Answers are [`api`](crate::api) values, sorted as
 //! metrics-server sorts them (nodes by name; pods by namespace, then name).
 
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
 use std::sync::Arc;
 
-use kubepulse_model::{NodeName, PodKey, PodView};
+use kubepulse_model::{NodeName, PodKey};
 
 use crate::api::{ApiStatus, ContainerMetrics, Labels, NodeMetrics, PodMetrics};
 use crate::encode::status;
 use crate::meta::MetaView;
 use crate::selector::{FieldSelector, LabelSelector};
-use crate::store::ClusterView;
+use crate::store::{ClusterView, NodeEntry, PodUsage};
 
 /// Selectors of a list request.
 #[derive(Clone, Copy, Debug)]
@@ -87,35 +89,100 @@ pub fn list_pods(
     namespace: Option<&str>,
     opts: ListOptions<'_>,
 ) -> Vec<PodMetrics> {
+    let mut out = Vec::new();
+    for_each_pod(view, meta, namespace, opts, |m| {
+        out.push(m);
+        true
+    });
+    out
+}
+
+/// What [`list_pods`] returns, one pod at a time and in the same order, without holding the
+/// list: a k-way merge of the nodes' sorted pod tables, so memory is O(nodes) whatever the
+/// number of pods. `f` returns false to stop early. With a namespace, only the nodes the
+/// namespace index names are visited.
+pub fn for_each_pod(
+    view: &ClusterView,
+    meta: Option<&MetaView>,
+    namespace: Option<&str>,
+    opts: ListOptions<'_>,
+    mut f: impl FnMut(PodMetrics) -> bool,
+) {
     let empty = Labels::default();
-    let mut out: Vec<PodMetrics> = Vec::new();
-    for (node, entry) in view.nodes.iter() {
-        for (key, pod) in &entry.view.pods {
-            if namespace.is_some_and(|ns| ns != key.namespace.as_str()) {
-                continue;
-            }
-            let labels = match meta {
-                Some(m) => match servable(m, key, node) {
-                    Some(pm) => &pm.labels,
-                    None => continue,
-                },
-                None => &empty,
-            };
-            if !opts
-                .fields
-                .matches(key.name.as_str(), Some(key.namespace.as_str()))
-                || !opts.labels.matches(labels)
-            {
-                continue;
-            }
-            if let Some(m) = pod_metrics(key, labels, pod) {
-                out.push(m);
+    let in_namespace = namespace.map(|ns| view.namespaces.get(ns).cloned().unwrap_or_default());
+    let nodes: Vec<(&NodeName, &Arc<NodeEntry>)> = match &in_namespace {
+        Some(names) => names
+            .iter()
+            .filter_map(|n| view.nodes.get_key_value(n))
+            .collect(),
+        None => view.nodes.iter().collect(),
+    };
+    let mut cursors: Vec<_> = nodes
+        .iter()
+        .map(|(_, e)| e.view.pods.in_namespace(namespace))
+        .collect();
+    // min-heap on (pod, node index): equal pods come out in node-name order
+    let mut heap: BinaryHeap<Reverse<(&PodKey, usize, Ptr<'_>)>> =
+        BinaryHeap::with_capacity(cursors.len());
+    for (i, c) in cursors.iter_mut().enumerate() {
+        if let Some((k, p)) = c.next() {
+            heap.push(Reverse((k, i, Ptr(p))));
+        }
+    }
+    let mut last: Option<&PodKey> = None;
+    while let Some(Reverse((key, i, Ptr(pod)))) = heap.pop() {
+        if let Some((k, p)) = cursors[i].next() {
+            heap.push(Reverse((k, i, Ptr(p))));
+        }
+        if last == Some(key) {
+            continue;
+        }
+        let node = nodes[i].0;
+        let labels = match meta {
+            Some(m) => match servable(m, key, node) {
+                Some(pm) => &pm.labels,
+                None => continue,
+            },
+            None => &empty,
+        };
+        if !opts
+            .fields
+            .matches(key.name.as_str(), Some(key.namespace.as_str()))
+            || !opts.labels.matches(labels)
+        {
+            continue;
+        }
+        if let Some(m) = pod_metrics(key, labels, pod) {
+            last = Some(key);
+            if !f(m) {
+                return;
             }
         }
     }
-    out.sort_by(|a, b| a.key.cmp(&b.key));
-    out.dedup_by(|a, b| a.key == b.key);
-    out
+}
+
+/// A pod in the merge heap; ordering is by pod key and node only.
+#[derive(Clone, Copy)]
+struct Ptr<'a>(&'a PodUsage);
+
+impl PartialEq for Ptr<'_> {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for Ptr<'_> {}
+
+impl PartialOrd for Ptr<'_> {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Ptr<'_> {
+    fn cmp(&self, _: &Self) -> std::cmp::Ordering {
+        std::cmp::Ordering::Equal
+    }
 }
 
 /// One pod's metrics, or the Status metrics-server answers.
@@ -156,7 +223,7 @@ fn servable<'m>(
     (pm.running && pm.node.as_ref().is_none_or(|n| n == node)).then_some(pm)
 }
 
-fn pod_metrics(key: &PodKey, labels: &Labels, pod: &PodView) -> Option<PodMetrics> {
+fn pod_metrics(key: &PodKey, labels: &Labels, pod: &PodUsage) -> Option<PodMetrics> {
     let (timestamp, window) = pod.timestamp_window()?;
     Some(PodMetrics {
         key: key.clone(),
@@ -164,8 +231,7 @@ fn pod_metrics(key: &PodKey, labels: &Labels, pod: &PodView) -> Option<PodMetric
         timestamp,
         window,
         containers: pod
-            .containers
-            .iter()
+            .containers()
             .map(|(name, s)| ContainerMetrics {
                 name: name.clone(),
                 usage: s.usage,

@@ -10,11 +10,14 @@
 //! poll intervals, at least 30 s) — agent gone, stream cut, kubelet failing — the node's data
 //! is dropped; until then the last good values are served with their real kubelet timestamps.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use kubepulse_model::{ApplyError, Delta, Epoch, NodeName, NodeView, apply};
+use kubepulse_model::{
+    ApplyError, ContainerName, Delta, Epoch, Namespace, NodeChange, NodeName, NodeView, PodKey,
+    Sample, Timestamp, Window,
+};
 
 /// Identifies one ingest stream (unique within the process).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -118,7 +121,7 @@ pub enum StoreError {
 #[derive(Clone, Debug)]
 pub struct NodeEntry {
     /// The node's usage; empty once expired.
-    pub view: Arc<NodeView>,
+    pub view: Arc<NodeUsage>,
     /// True once a snapshot arrived and until the data expires.
     pub has_data: bool,
     /// The agent's last kubelet read.
@@ -144,6 +147,9 @@ pub struct NodeEntry {
 pub struct ClusterView {
     /// Every known node, sorted by name.
     pub nodes: Arc<BTreeMap<NodeName, Arc<NodeEntry>>>,
+    /// For each namespace, the nodes that report pods in it, sorted by name: a namespace's
+    /// pods are found without scanning every node.
+    pub namespaces: Arc<HashMap<Namespace, Arc<[NodeName]>>>,
 }
 
 impl ClusterView {
@@ -156,6 +162,8 @@ impl ClusterView {
 struct Slot {
     entry: Arc<NodeEntry>,
     owner: Option<StreamId>,
+    /// Namespaces the node reports pods in, sorted (what the namespace index holds for it).
+    namespaces: Vec<Namespace>,
 }
 
 /// The writer-owned store.
@@ -164,6 +172,10 @@ pub struct ClusterStore {
     nodes: HashMap<NodeName, Slot>,
     view: ClusterView,
     dirty: bool,
+    /// For each namespace, the nodes reporting pods in it, sorted.
+    by_namespace: HashMap<Namespace, Vec<NodeName>>,
+    /// Namespaces whose node list changed since the last publish.
+    namespaces_dirty: HashSet<Namespace>,
 }
 
 impl ClusterStore {
@@ -174,6 +186,8 @@ impl ClusterStore {
             nodes: HashMap::new(),
             view: ClusterView::default(),
             dirty: false,
+            by_namespace: HashMap::new(),
+            namespaces_dirty: HashSet::new(),
         }
     }
 
@@ -205,6 +219,7 @@ impl ClusterStore {
                 ttl,
             }),
             owner: None,
+            namespaces: Vec::new(),
         });
         slot.owner = Some(stream);
         let e = Arc::make_mut(&mut slot.entry);
@@ -234,18 +249,34 @@ impl ClusterStore {
         };
         let e = Arc::make_mut(&mut slot.entry);
         e.last_message_at = now;
+        let mut pods_changed = false;
         match update {
             Update::Snapshot(view) => {
-                e.view = Arc::new(view);
+                e.view = Arc::new(NodeUsage::from(view));
                 e.has_data = true;
                 e.fresh_at = now;
                 e.expired_at = None;
+                pods_changed = true;
             }
             Update::Delta(delta) => {
                 if !e.has_data {
                     return Err(StoreError::NoSnapshot(node.clone()));
                 }
-                apply(Arc::make_mut(&mut e.view), &delta).map_err(|source| StoreError::Apply {
+                let usage = Arc::make_mut(&mut e.view);
+                let before = usage.pods.len();
+                let applied = usage.apply(&delta);
+                pods_changed = usage.pods.len() != before || !delta.pod_removals.is_empty();
+                if pods_changed {
+                    reindex(
+                        &mut self.by_namespace,
+                        &mut self.namespaces_dirty,
+                        node,
+                        &mut slot.namespaces,
+                        &e.view,
+                    );
+                    pods_changed = false;
+                }
+                applied.map_err(|source| StoreError::Apply {
                     node: node.clone(),
                     source,
                 })?;
@@ -257,6 +288,15 @@ impl ClusterStore {
                 }
                 e.scrape = status;
             }
+        }
+        if pods_changed {
+            reindex(
+                &mut self.by_namespace,
+                &mut self.namespaces_dirty,
+                node,
+                &mut slot.namespaces,
+                &e.view,
+            );
         }
         self.dirty = true;
         Ok(())
@@ -279,6 +319,7 @@ impl ClusterStore {
     /// stream. Returns the nodes whose data expired now.
     pub fn evict_stale(&mut self, now: Instant) -> Vec<NodeName> {
         let mut expired = Vec::new();
+        let (index, dirty) = (&mut self.by_namespace, &mut self.namespaces_dirty);
         self.nodes.retain(|name, slot| {
             let e = &slot.entry;
             if e.has_data && now.saturating_duration_since(e.fresh_at) > e.ttl {
@@ -287,6 +328,7 @@ impl ClusterStore {
                 e.has_data = false;
                 e.expired_at = Some(now);
                 expired.push(name.clone());
+                reindex(index, dirty, name, &mut slot.namespaces, &e.view);
             }
             slot.owner.is_some()
                 || slot.entry.has_data
@@ -304,6 +346,23 @@ impl ClusterStore {
     /// The current view for readers; rebuilt only when something changed since the last call.
     pub fn publish(&mut self) -> ClusterView {
         if self.dirty {
+            let namespaces = if self.namespaces_dirty.is_empty() {
+                self.view.namespaces.clone()
+            } else {
+                // only the namespaces whose node list changed are rebuilt
+                let mut map: HashMap<Namespace, Arc<[NodeName]>> = (*self.view.namespaces).clone();
+                for ns in self.namespaces_dirty.drain() {
+                    match self.by_namespace.get(&ns) {
+                        Some(nodes) => {
+                            map.insert(ns, nodes.as_slice().into());
+                        }
+                        None => {
+                            map.remove(&ns);
+                        }
+                    }
+                }
+                Arc::new(map)
+            };
             self.view = ClusterView {
                 nodes: Arc::new(
                     self.nodes
@@ -311,6 +370,7 @@ impl ClusterStore {
                         .map(|(k, v)| (k.clone(), v.entry.clone()))
                         .collect(),
                 ),
+                namespaces,
             };
             self.dirty = false;
         }
@@ -325,6 +385,238 @@ impl ClusterStore {
     /// True when no node is known.
     pub fn is_empty(&self) -> bool {
         self.nodes.is_empty()
+    }
+}
+
+/// Brings the namespace index up to date with `node`'s pods.
+fn reindex(
+    index: &mut HashMap<Namespace, Vec<NodeName>>,
+    dirty: &mut HashSet<Namespace>,
+    node: &NodeName,
+    held: &mut Vec<Namespace>,
+    usage: &NodeUsage,
+) {
+    let mut now: Vec<Namespace> = Vec::new();
+    for (key, _) in usage.pods.iter() {
+        // pods are sorted by namespace: equal namespaces are adjacent
+        if now.last() != Some(&key.namespace) {
+            now.push(key.namespace.clone());
+        }
+    }
+    if now == *held {
+        return;
+    }
+    for ns in held.iter().filter(|ns| now.binary_search(ns).is_err()) {
+        if let Some(nodes) = index.get_mut(ns) {
+            if let Ok(i) = nodes.binary_search(node) {
+                nodes.remove(i);
+            }
+            if nodes.is_empty() {
+                index.remove(ns);
+            }
+        }
+        dirty.insert(ns.clone());
+    }
+    for ns in now.iter().filter(|ns| held.binary_search(ns).is_err()) {
+        let nodes = index.entry(ns.clone()).or_default();
+        if let Err(i) = nodes.binary_search(node) {
+            nodes.insert(i, node.clone());
+        }
+        dirty.insert(ns.clone());
+    }
+    *held = now;
+}
+
+// === impl NodeUsage ===
+
+/// One node's usage as the store holds it. The same content as a [`NodeView`], laid out for
+/// a store of many nodes: pods in one vector sorted by namespace and name, each pod's
+/// containers in a small vector sorted by name. (A `BTreeMap` per pod allocates a node with
+/// room for eleven entries for the one to three containers a pod has: ~4× the memory.)
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct NodeUsage {
+    /// The node's own usage, once two usable kubelet samples exist.
+    pub node: Option<Sample>,
+    /// Pods with complete usage.
+    pub pods: PodTable,
+}
+
+/// A node's pods, sorted by namespace and name.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PodTable(Vec<(PodKey, PodUsage)>);
+
+/// One pod's containers, sorted by name.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PodUsage(Vec<(ContainerName, Sample)>);
+
+impl PodTable {
+    /// Number of pods.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// True without pods.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    fn position(&self, key: &PodKey) -> Result<usize, usize> {
+        self.0.binary_search_by(|(k, _)| k.cmp(key))
+    }
+
+    /// The pod `key`.
+    pub fn get(&self, key: &PodKey) -> Option<&PodUsage> {
+        self.position(key).ok().map(|i| &self.0[i].1)
+    }
+
+    /// True when the node reports pod `key`.
+    pub fn contains_key(&self, key: &PodKey) -> bool {
+        self.position(key).is_ok()
+    }
+
+    /// Every pod, sorted.
+    pub fn iter(&self) -> impl ExactSizeIterator<Item = (&PodKey, &PodUsage)> + Clone {
+        self.0.iter().map(|(k, p)| (k, p))
+    }
+
+    /// The pods of `namespace` (every pod when `None`), sorted: a binary search, not a scan.
+    pub fn in_namespace<'a>(
+        &'a self,
+        namespace: Option<&str>,
+    ) -> impl ExactSizeIterator<Item = (&'a PodKey, &'a PodUsage)> + Clone {
+        let range = match namespace {
+            None => &self.0[..],
+            Some(ns) => {
+                let from = self.0.partition_point(|(k, _)| k.namespace.as_str() < ns);
+                let to = from + self.0[from..].partition_point(|(k, _)| k.namespace.as_str() == ns);
+                &self.0[from..to]
+            }
+        };
+        range.iter().map(|(k, p)| (k, p))
+    }
+}
+
+impl PodUsage {
+    /// Every container and its sample, sorted by name.
+    pub fn containers(&self) -> impl ExactSizeIterator<Item = (&ContainerName, &Sample)> {
+        self.0.iter().map(|(c, s)| (c, s))
+    }
+
+    /// The pod's timestamp and window: those of the container whose timestamp is earliest
+    /// (as [`kubepulse_model::PodView::timestamp_window`]).
+    pub fn timestamp_window(&self) -> Option<(Timestamp, Window)> {
+        self.0
+            .iter()
+            .map(|(_, s)| s)
+            .min_by_key(|s| s.timestamp)
+            .map(|s| (s.timestamp, s.window))
+    }
+
+    fn upsert(&mut self, name: &ContainerName, sample: Sample) {
+        match self.0.binary_search_by(|(c, _)| c.cmp(name)) {
+            Ok(i) => self.0[i].1 = sample,
+            Err(i) => self.0.insert(i, (name.clone(), sample)),
+        }
+    }
+}
+
+impl NodeUsage {
+    /// Number of containers across all pods.
+    pub fn container_count(&self) -> usize {
+        self.pods.0.iter().map(|(_, p)| p.0.len()).sum()
+    }
+
+    /// The same content as a [`NodeView`].
+    pub fn to_view(&self) -> NodeView {
+        let mut view = NodeView {
+            node: self.node,
+            ..NodeView::default()
+        };
+        for (key, pod) in &self.pods.0 {
+            view.pods.entry(key.clone()).or_default().containers = pod.0.iter().cloned().collect();
+        }
+        view
+    }
+
+    /// Applies `delta` exactly as [`kubepulse_model::apply`] applies it to a [`NodeView`],
+    /// with the same errors. On error the usage may be partly changed; the caller discards it.
+    pub fn apply(&mut self, delta: &Delta) -> Result<(), ApplyError> {
+        match &delta.node {
+            NodeChange::Unchanged => {}
+            NodeChange::Set(s) => self.node = Some(*s),
+            NodeChange::Clear => self.node = None,
+        }
+        let pods = &mut self.pods.0;
+        for key in &delta.pod_removals {
+            match pods.binary_search_by(|(k, _)| k.cmp(key)) {
+                Ok(i) => {
+                    pods.remove(i);
+                }
+                Err(_) => return Err(ApplyError::UnknownPod(key.clone())),
+            }
+        }
+        for (key, c) in &delta.container_removals {
+            let i = pods
+                .binary_search_by(|(k, _)| k.cmp(key))
+                .map_err(|_| ApplyError::UnknownPod(key.clone()))?;
+            let containers = &mut pods[i].1.0;
+            match containers.binary_search_by(|(n, _)| n.cmp(c)) {
+                Ok(j) => {
+                    containers.remove(j);
+                }
+                Err(_) => return Err(ApplyError::UnknownContainer(key.clone(), c.clone())),
+            }
+        }
+        for (key, c, s) in &delta.upserts {
+            let i = match pods.binary_search_by(|(k, _)| k.cmp(key)) {
+                Ok(i) => i,
+                Err(i) => {
+                    pods.insert(i, (key.clone(), PodUsage::default()));
+                    i
+                }
+            };
+            pods[i].1.upsert(c, *s);
+        }
+        for (key, _) in &delta.container_removals {
+            if self.pods.get(key).is_some_and(|p| p.0.is_empty()) {
+                return Err(ApplyError::EmptyPod(key.clone()));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl From<NodeView> for NodeUsage {
+    fn from(view: NodeView) -> Self {
+        Self {
+            node: view.node,
+            pods: PodTable(
+                view.pods
+                    .into_iter()
+                    .map(|(k, p)| (k, PodUsage(p.containers.into_iter().collect())))
+                    .collect(),
+            ),
+        }
+    }
+}
+
+impl PartialEq<NodeView> for NodeUsage {
+    fn eq(&self, other: &NodeView) -> bool {
+        self.node == other.node
+            && self.pods.len() == other.pods.len()
+            && self
+                .pods
+                .0
+                .iter()
+                .zip(&other.pods)
+                .all(|((k, p), (ok, op))| {
+                    k == ok
+                        && p.0.len() == op.containers.len()
+                        && p.0
+                            .iter()
+                            .zip(&op.containers)
+                            .all(|((c, s), (oc, os))| c == oc && s == os)
+                })
     }
 }
 

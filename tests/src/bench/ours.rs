@@ -208,6 +208,13 @@ pub async fn run(cfg: Config) -> anyhow::Result<Result> {
             }
         }
     }
+    // a stream that failed once reconnects after a second
+    let retry_until = Instant::now() + Duration::from_secs(30);
+    while (plan.counters.open.load(Ordering::Relaxed) as usize) < layout.nodes
+        && Instant::now() < retry_until
+    {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     let connect_s = t.elapsed().as_secs_f64();
     let open = plan.counters.open.load(Ordering::Relaxed);
     eprintln!(

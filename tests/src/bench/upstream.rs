@@ -181,6 +181,8 @@ pub async fn start(
             .cloned()
             .ok_or_else(|| anyhow::anyhow!("{name} not built"))
     };
+    // a fresh etcd: Node objects of an earlier run would be in the way
+    let _ = std::fs::remove_dir_all(dir.join("etcd"));
     std::fs::create_dir_all(dir)?;
     let t = Instant::now();
     let fleet = sim::start_with(

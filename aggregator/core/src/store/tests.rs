@@ -174,3 +174,122 @@ fn ttl_follows_the_poll_interval() {
         Duration::from_secs(45)
     );
 }
+
+fn sample(cpu: u64) -> Sample {
+    Sample {
+        usage: Usage {
+            cpu_nanocores: cpu,
+            memory_bytes: 1,
+        },
+        timestamp: Timestamp::from_millis(cpu as i64),
+        window: Window(1),
+    }
+}
+
+fn view_of(pods: &[(&str, &str, &[&str])]) -> NodeView {
+    let mut v = NodeView::default();
+    for (i, (ns, pod, containers)) in pods.iter().enumerate() {
+        let p = v.pods.entry(PodKey::new(ns, pod).unwrap()).or_default();
+        for c in *containers {
+            p.containers
+                .insert(ContainerName::new(c).unwrap(), sample(i as u64 + 1));
+        }
+    }
+    v
+}
+
+#[test]
+fn node_usage_applies_deltas_as_the_model_does() {
+    let views = [
+        view_of(&[("a", "p", &["x", "y"]), ("b", "q", &["z"])]),
+        view_of(&[
+            ("a", "p", &["y"]),
+            ("c", "r", &["z", "w"]),
+            ("b", "q", &["z"]),
+        ]),
+        view_of(&[("c", "r", &["w"])]),
+        view_of(&[]),
+        view_of(&[("a", "p", &["x", "y", "z"]), ("a", "o", &["k"])]),
+    ];
+    for from in &views {
+        for to in &views {
+            let delta = kubepulse_model::diff(from, to);
+            let mut usage = NodeUsage::from(from.clone());
+            usage.apply(&delta).unwrap();
+            assert_eq!(usage, *to);
+            assert_eq!(usage.to_view(), *to);
+        }
+    }
+    // the same errors as the model
+    let mut model = views[0].clone();
+    let mut usage = NodeUsage::from(model.clone());
+    let bad = Delta {
+        container_removals: vec![(
+            PodKey::new("b", "q").unwrap(),
+            ContainerName::new("z").unwrap(),
+        )],
+        ..Delta::default()
+    };
+    assert_eq!(usage.apply(&bad), kubepulse_model::apply(&mut model, &bad));
+    assert!(usage.apply(&bad).is_err());
+}
+
+#[test]
+fn namespace_index_follows_pods() {
+    let t0 = Instant::now();
+    let mut store = ClusterStore::new(StoreConfig::default());
+    let nodes_of = |v: &ClusterView, ns: &str| -> Vec<String> {
+        v.namespaces
+            .get(ns)
+            .map(|n| n.iter().map(|n| n.to_string()).collect())
+            .unwrap_or_default()
+    };
+    for (i, n) in ["a", "b"].iter().enumerate() {
+        store.open_stream(node(n), StreamId(i as u64 + 1), info(1), t0);
+    }
+    let first = view_of(&[("ns1", "p", &["c"]), ("ns2", "q", &["c"])]);
+    store
+        .apply(&node("a"), StreamId(1), Update::Snapshot(first.clone()), t0)
+        .unwrap();
+    store
+        .apply(
+            &node("b"),
+            StreamId(2),
+            Update::Snapshot(view_of(&[("ns1", "r", &["c"])])),
+            t0,
+        )
+        .unwrap();
+    let v = store.publish();
+    assert_eq!(nodes_of(&v, "ns1"), ["a", "b"]);
+    assert_eq!(nodes_of(&v, "ns2"), ["a"]);
+    // a delta moves node a's pods from ns2 to ns3
+    let next = view_of(&[("ns1", "p", &["c"]), ("ns3", "s", &["c"])]);
+    store
+        .apply(
+            &node("a"),
+            StreamId(1),
+            Update::Delta(kubepulse_model::diff(&first, &next)),
+            t0,
+        )
+        .unwrap();
+    let v = store.publish();
+    assert_eq!(nodes_of(&v, "ns2"), Vec::<String>::new());
+    assert_eq!(nodes_of(&v, "ns3"), ["a"]);
+    assert!(!v.namespaces.contains_key("ns2"));
+    // expiry takes node b out
+    let later = t0 + Duration::from_secs(3600);
+    store
+        .apply(
+            &node("a"),
+            StreamId(1),
+            Update::Status(ScrapeStatus {
+                ok: true,
+                ..Default::default()
+            }),
+            later,
+        )
+        .unwrap();
+    store.evict_stale(later);
+    let v = store.publish();
+    assert_eq!(nodes_of(&v, "ns1"), ["a"]);
+}

@@ -12,6 +12,7 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
+use futures::StreamExt as _;
 use kubepulse_aggregator_core::api::{ApiStatus, ApiVersion};
 use kubepulse_aggregator_core::encode::{self, Encoded, Format, status};
 use kubepulse_aggregator_core::query::{self, ListOptions};
@@ -250,11 +251,70 @@ fn list_pods(
     namespace: Option<&str>,
     incoming: Incoming,
 ) -> Response {
-    serve(state, version, incoming, "pods", true, |req, view| {
+    // JSON lists are streamed (see `stream_pod_list`); `serve` still validates the request
+    let mut streamed = None;
+    let response = serve(state, version, incoming, "pods", true, |req, view| {
+        if req.format == Format::Json {
+            streamed = Some((req.version, req.labels.clone(), req.fields.clone()));
+            return Ok(Encoded {
+                content_type: encode::CONTENT_TYPE_JSON,
+                body: Vec::new(),
+            });
+        }
         let items = query::list_pods(view, None, namespace, req.list_options());
         Ok(encode::pod_list(&items, req.version, &req.format, now()))
-    })
+    });
+    match streamed {
+        Some((version, labels, fields)) => {
+            stream_pod_list(state.published.view(), namespace, version, labels, fields)
+        }
+        None => response,
+    }
 }
+
+/// A JSON `PodMetricsList` sent in chunks of about [`LIST_CHUNK`] bytes as a blocking task
+/// walks the view (`query::for_each_pod`, a merge of the nodes' sorted pods): memory stays
+/// bounded by the chunk size and the node count, whatever the number of pods, and the first
+/// bytes leave before the last pod is encoded. The bytes are exactly `encode::pod_list`'s.
+fn stream_pod_list(
+    view: Arc<ClusterView>,
+    namespace: Option<&str>,
+    version: ApiVersion,
+    labels: LabelSelector,
+    fields: FieldSelector,
+) -> Response {
+    let namespace = namespace.map(str::to_owned);
+    let (tx, rx) = tokio::sync::mpsc::channel::<Vec<u8>>(2);
+    tokio::task::spawn_blocking(move || {
+        let mut list = encode::PodListStream::new(version, now());
+        let opts = ListOptions {
+            labels: &labels,
+            fields: &fields,
+        };
+        let mut open = true;
+        query::for_each_pod(&view, None, namespace.as_deref(), opts, |m| {
+            list.push(&m);
+            if list.buffered() >= LIST_CHUNK {
+                open = tx.blocking_send(list.take()).is_ok();
+            }
+            open
+        });
+        if open {
+            let _ = tx.blocking_send(list.finish());
+        }
+    });
+    let chunks = tokio_stream::wrappers::ReceiverStream::new(rx)
+        .map(|c| Ok::<_, std::convert::Infallible>(bytes::Bytes::from(c)));
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, encode::CONTENT_TYPE_JSON)],
+        axum::body::Body::from_stream(chunks),
+    )
+        .into_response()
+}
+
+/// Size of the chunks a streamed list is sent in.
+const LIST_CHUNK: usize = 256 * 1024;
 
 async fn get_pod(
     State(state): State<AppState>,

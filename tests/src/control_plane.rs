@@ -10,6 +10,7 @@
 //! drop, and through `setpriv --pdeathsig` also when the test process dies ([`process`]).
 //! The recipe (flags, routing, HPA without kubelets) is `shared/reference/control-plane.md`.
 
+pub mod agent_identity;
 pub mod binaries;
 pub mod forwarder;
 pub mod objects;

@@ -46,6 +46,21 @@ pub struct ClusterOptions {
     /// Serving certificate (chain) and key for every replica instead of a self-signed one;
     /// written as `kubepulse.crt`/`.key` into each replica's cert dir.
     pub serving_cert: Option<crate::certs::Leaf>,
+    /// Agent identity tokens: node `n`'s agent presents `<dir>/<n>.token`
+    /// (`--aggregator-token-file`, read on every connect); `None`: no token.
+    pub agent_token_dir: Option<PathBuf>,
+    /// gRPC over TLS (agents verify the replicas' `serving_cert` against this CA); `None`:
+    /// plaintext.
+    pub grpc_tls: Option<GrpcTls>,
+}
+
+/// How agents verify the replicas' gRPC certificate.
+#[derive(Clone, Debug)]
+pub struct GrpcTls {
+    /// The CA that signed `serving_cert`, PEM.
+    pub ca_pem: String,
+    /// The name the certificate must carry.
+    pub server_name: String,
 }
 
 impl Default for ClusterOptions {
@@ -62,6 +77,8 @@ impl Default for ClusterOptions {
             kubeconfig: None,
             aggregator_args: Vec::new(),
             serving_cert: None,
+            agent_token_dir: None,
+            grpc_tls: None,
         }
     }
 }
@@ -127,6 +144,9 @@ impl Cluster {
         .await?;
         std::fs::write(dir.path().join("kubelet-ca.crt"), &fleet.ca_pem)?;
         std::fs::write(dir.path().join("token"), "kubelet-token")?;
+        if let Some(tls) = &options.grpc_tls {
+            std::fs::write(dir.path().join("grpc-ca.crt"), &tls.ca_pem)?;
+        }
         let mut cluster = Self {
             fleet,
             replicas: Vec::new(),
@@ -155,7 +175,7 @@ impl Cluster {
     pub fn agent_args(&self, i: usize) -> Vec<String> {
         let node = &self.fleet.nodes[i];
         let endpoints: Vec<String> = self.replicas.iter().map(|r| r.grpc.to_string()).collect();
-        vec![
+        let mut args: Vec<String> = vec![
             "kubepulse-agent".into(),
             format!("--node-name={}", node.name),
             format!("--kubelet-address={}", node.address),
@@ -173,10 +193,27 @@ impl Cluster {
             ),
             format!("--max-backoff={}ms", self.options.max_backoff.as_millis()),
             format!("--aggregator-endpoints={}", endpoints.join(",")),
-            "--aggregator-plaintext".into(),
             "--heartbeat-interval=1s".into(),
             "--health-address=127.0.0.1:0".into(),
-        ]
+        ];
+        args.push(match &self.options.agent_token_dir {
+            Some(dir) => format!(
+                "--aggregator-token-file={}",
+                dir.join(format!("{}.token", node.name)).display()
+            ),
+            None => "--aggregator-token-file=".into(),
+        });
+        match &self.options.grpc_tls {
+            Some(tls) => args.extend([
+                format!(
+                    "--aggregator-ca-file={}",
+                    self.dir.path().join("grpc-ca.crt").display()
+                ),
+                format!("--aggregator-tls-server-name={}", tls.server_name),
+            ]),
+            None => args.push("--aggregator-plaintext".into()),
+        }
+        args
     }
 
     fn spawn_agent(&self, i: usize) -> anyhow::Result<Running> {
@@ -292,9 +329,11 @@ async fn start_aggregator(
     let mut args = vec![
         "kubepulse-aggregator".to_owned(),
         format!("--cert-dir={}", cert_dir.display()),
-        "--grpc-plaintext".to_owned(),
         format!("--node-ttl-min={}ms", options.node_ttl_min.as_millis()),
     ];
+    if options.grpc_tls.is_none() {
+        args.push("--grpc-plaintext".to_owned());
+    }
     if let Some(leaf) = &options.serving_cert {
         leaf.write(cert_dir, "kubepulse")?;
         args.push(format!(

@@ -6,6 +6,7 @@
 pub mod bench;
 pub mod certs;
 pub mod control_plane;
+pub mod fault_proxy;
 pub mod harness;
 pub mod raw_agent;
 pub mod sim;

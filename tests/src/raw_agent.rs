@@ -42,13 +42,45 @@ impl Aggregator {
         Self::start_with(dir, args).await
     }
 
+    /// [`Aggregator::start`] with its gRPC port at `grpc` (a restart on the same address).
+    pub async fn start_on(dir: &Path, grpc: SocketAddr, flags: &[&str]) -> anyhow::Result<Self> {
+        let mut args = vec!["--grpc-plaintext".to_owned()];
+        if crate::control_plane::stack::aggregator_has_kubernetes_mode() {
+            args.push("--standalone".to_owned());
+        }
+        args.extend(flags.iter().map(|f| (*f).to_owned()));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            // the old listener's port may take a moment to be free
+            match tokio::net::TcpListener::bind(grpc).await {
+                Ok(listener) => return Self::start_listening(dir, args, listener).await,
+                Err(err) if Instant::now() < deadline => {
+                    let _ = err;
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Err(err) => return Err(err.into()),
+            }
+        }
+    }
+
     /// Starts one with exactly `args` (plus `--cert-dir` and the listen addresses).
     pub async fn start_with(dir: &Path, args: Vec<String>) -> anyhow::Result<Self> {
+        let grpc_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        Self::start_listening(dir, args, grpc_listener).await
+    }
+
+    async fn start_listening(
+        dir: &Path,
+        args: Vec<String>,
+        grpc_listener: tokio::net::TcpListener,
+    ) -> anyhow::Result<Self> {
         use clap::Parser as _;
         let https_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let grpc_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let (https, grpc) = (https_listener.local_addr()?, grpc_listener.local_addr()?);
-        let cert_dir = dir.join(format!("aggregator-{}", grpc.port()));
+        // a fresh directory per start: a restarted replica makes a new certificate
+        static STARTS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = STARTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let cert_dir = dir.join(format!("aggregator-{}-{n}", grpc.port()));
         let mut argv = vec![
             "kubepulse-aggregator".to_owned(),
             format!("--cert-dir={}", cert_dir.display()),
@@ -143,8 +175,19 @@ pub fn message(seq: u64, kind: agent_message::Kind) -> v1::AgentMessage {
     }
 }
 
-/// A snapshot of `n_pods` pods with `containers_per_pod` containers each, sampled at `ms`.
+/// A snapshot of `n_pods` pods (`default/pod-<i>`) with `containers_per_pod` containers
+/// each, sampled at `ms`.
 pub fn snapshot(n_pods: usize, containers_per_pod: usize, ms: i64) -> v1::AgentMessage {
+    snapshot_of("pod", n_pods, containers_per_pod, ms)
+}
+
+/// [`snapshot`] with pods named `default/<prefix>-<i>`.
+pub fn snapshot_of(
+    prefix: &str,
+    n_pods: usize,
+    containers_per_pod: usize,
+    ms: i64,
+) -> v1::AgentMessage {
     let sample = Sample {
         usage: Usage {
             cpu_nanocores: 1_000_000,
@@ -163,7 +206,7 @@ pub fn snapshot(n_pods: usize, containers_per_pod: usize, ms: i64) -> v1::AgentM
             let name = ContainerName::new(&format!("c{c}")).expect("container name");
             pod.containers.insert(name, sample);
         }
-        let key = PodKey::new("default", &format!("pod-{p}")).expect("pod key");
+        let key = PodKey::new("default", &format!("{prefix}-{p}")).expect("pod key");
         view.pods.insert(key, pod);
     }
     let wire = kubepulse_proto::StreamEncoder::new().snapshot(&view);

@@ -122,6 +122,7 @@ async fn run(
             node_prefix: "demo-node-".into(),
             nodes,
             replicas: 2,
+            ..StackOptions::default()
         },
     )
     .await?;

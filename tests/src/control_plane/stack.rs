@@ -14,6 +14,7 @@ use kube::Api;
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use serde_json::json;
 
+use super::agent_identity;
 use super::forwarder::Forwarder;
 use super::objects::{self, ContainerPlan, PodPlan};
 use super::{ControlPlane, SERVICE_NAME, SERVICE_NAMESPACE};
@@ -40,6 +41,12 @@ pub struct StackOptions {
     pub nodes: usize,
     /// Aggregator replicas behind the forwarder.
     pub replicas: usize,
+    /// Extra aggregator arguments.
+    pub aggregator_args: Vec<String>,
+    /// The replicas' kubeconfig instead of the control plane's own (e.g. through a proxy).
+    pub kubeconfig: Option<std::path::PathBuf>,
+    /// The replicas' `--node-ttl-min`.
+    pub node_ttl_min: Duration,
 }
 
 impl Default for StackOptions {
@@ -48,6 +55,9 @@ impl Default for StackOptions {
             node_prefix: "sim-node-".into(),
             nodes: 3,
             replicas: 2,
+            aggregator_args: Vec::new(),
+            kubeconfig: None,
+            node_ttl_min: ClusterOptions::default().node_ttl_min,
         }
     }
 }
@@ -72,6 +82,8 @@ impl MetricsStack {
     pub async fn start(cp: &ControlPlane, options: StackOptions) -> anyhow::Result<Self> {
         let client = cp.client().await?;
         let kubernetes_mode = aggregator_has_kubernetes_mode();
+        // Kubernetes mode checks agent identity: each agent presents its pod's token
+        let token_dir = cp.dir.join(format!("agent-tokens-{}", options.node_prefix));
         let serving = Leaf {
             cert_pem: std::fs::read_to_string(cp.pki.path("kubepulse.crt"))?,
             key_pem: std::fs::read_to_string(cp.pki.path("kubepulse.key"))?,
@@ -81,8 +93,12 @@ impl MetricsStack {
             pods_per_node: 0,
             replicas: options.replicas,
             node_prefix: options.node_prefix.clone(),
-            kubeconfig: kubernetes_mode.then(|| cp.kubeconfig.clone()),
+            kubeconfig: kubernetes_mode
+                .then(|| options.kubeconfig.clone().unwrap_or(cp.kubeconfig.clone())),
+            aggregator_args: options.aggregator_args.clone(),
+            node_ttl_min: options.node_ttl_min,
             serving_cert: Some(serving),
+            agent_token_dir: kubernetes_mode.then(|| token_dir.clone()),
             ..ClusterOptions::default()
         })
         .await?;
@@ -95,6 +111,10 @@ impl MetricsStack {
                 .and_then(|p| p.parse().ok())
                 .unwrap_or(10250);
             objects::create_node(&client, &node.name, port).await?;
+        }
+        if kubernetes_mode {
+            // the agents retry (reading their token file again) until it is there
+            agent_identity::provision(&client, &nodes, &token_dir).await?;
         }
         let backends: Vec<_> = cluster.replicas.iter().map(|r| r.https).collect();
         let forwarder = Forwarder::start(&backends).await?;
@@ -196,9 +216,21 @@ impl MetricsStack {
         Ok(plans)
     }
 
-    /// Stops agents and replicas, deletes the Node objects.
+    /// Stops agents and replicas, deletes the Node objects and the agent pods.
     pub async fn shutdown(self) {
         objects::delete_nodes(&self.client, &self.nodes).await;
+        let pods = Api::<k8s_openapi::api::core::v1::Pod>::namespaced(
+            self.client.clone(),
+            agent_identity::NAMESPACE,
+        );
+        for node in &self.nodes {
+            let _ = pods
+                .delete(
+                    &agent_identity::agent_pod_name(node),
+                    &DeleteParams::default(),
+                )
+                .await;
+        }
         self.cluster.shutdown().await;
         drop(self.forwarder);
     }

@@ -6,7 +6,7 @@ CARGO ?= cargo
 PURE_CRATES := kubepulse-model kubepulse-agent-core kubepulse-aggregator-core
 IO_CRATES := tokio hyper tonic axum kube kube-client rustls
 
-.PHONY: all build release demo demo-cluster test fmt-check clippy unit images doc purity tools kubectl bench clean
+.PHONY: all build release demo demo-cluster test fmt-check clippy unit images doc purity tools kubectl bench bench-scale clean
 
 all: build
 
@@ -62,6 +62,26 @@ doc:
 
 bench:
 	$(CARGO) bench --locked -p kubepulse-agent-core -p kubepulse-aggregator-core
+
+## Scale benchmark (BENCHMARKS.md): the release aggregator in its own process, one gRPC stream
+## per simulated node. NODES, PODS_PER_NODE, INTERVAL, DURATION; STREAMS_PER_CONNECTION > 1
+## multiplexes node streams on fewer connections (what a relay tier would do). COMPARE=1 also
+## runs metrics-server v0.9.0 on the same cluster (needs `make tools`). Results go to
+## target/bench-scale/results/, the tables and plot to target/bench-scale/{report.md,scale.svg}.
+NODES ?= 1000
+PODS_PER_NODE ?= 30
+INTERVAL ?= 15s
+DURATION ?= 60s
+STREAMS_PER_CONNECTION ?= 1
+bench-scale: release
+	@if [ "$(COMPARE)" = 1 ]; then \
+	  target/release/kubepulse-bench-scale compare --nodes $(NODES) --pods-per-node $(PODS_PER_NODE) \
+	    --interval $(INTERVAL) --duration $(DURATION); \
+	else \
+	  target/release/kubepulse-bench-scale ours --nodes $(NODES) --pods-per-node $(PODS_PER_NODE) \
+	    --interval $(INTERVAL) --duration $(DURATION) --streams-per-connection $(STREAMS_PER_CONNECTION); \
+	fi
+	target/release/kubepulse-bench-scale report
 
 clean:
 	$(CARGO) clean

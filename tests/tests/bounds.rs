@@ -343,3 +343,19 @@ fn every_bound_is_a_flag_with_a_sane_default() {
         "/var/run/secrets/kubepulse/token"
     );
 }
+
+/// `--hello-timeout`: a stream that says nothing is closed with `DEADLINE_EXCEEDED` after it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_stream_is_closed_after_the_hello_timeout() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let aggregator = Aggregator::start(dir.path(), &["--hello-timeout=300ms"]).await?;
+    let started = Instant::now();
+    let refused = raw_agent::open(raw_agent::channel(aggregator.grpc).await?, Vec::new())
+        .await
+        .err()
+        .expect("a silent stream");
+    assert_eq!(refused.code(), tonic::Code::DeadlineExceeded, "{refused:?}");
+    assert!(started.elapsed() < Duration::from_secs(5));
+    aggregator.stop().await;
+    Ok(())
+}

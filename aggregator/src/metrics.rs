@@ -260,6 +260,9 @@ impl Metrics {
         for kind in ["invalid_message", "protocol", "stream"] {
             let _ = m.ingest_errors.get_or_create(&[("kind", kind)]);
         }
+        for decision in ["allowed", "denied", "unauthenticated"] {
+            let _ = m.auth_decisions.get_or_create(&[("decision", decision)]);
+        }
         let r = &mut registry;
         r.register(
             "ingest_messages",

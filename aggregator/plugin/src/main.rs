@@ -230,7 +230,8 @@ fn render(doc: &Value) -> String {
     if let Some(node) = doc["node"].as_str() {
         out.push_str(&format!(" (node {node})"));
     }
-    if doc["listed"].as_bool() == Some(false) {
+    // a node with metrics that node lists omit (--node-selector)
+    if doc["hasMetrics"].as_bool() == Some(true) && doc["listed"].as_bool() == Some(false) {
         out.push_str(" (not listed)");
     }
     out.push('\n');

@@ -14,7 +14,9 @@ use clap::Args;
 /// The accepted-and-ignored metrics-server flags. Each takes an optional value
 /// (`--flag`, `--flag=value` or `--flag value`).
 #[derive(Debug, Clone, Default, Args)]
-#[command(next_help_heading = "metrics-server compatibility (accepted and ignored, with a warning)")]
+#[command(
+    next_help_heading = "metrics-server compatibility (accepted and ignored, with a warning)"
+)]
 pub struct MetricsServerFlags {
     /// Agents read their kubelet every --poll-interval (kubepulse-agent) and forward each new sample.
     #[arg(long, value_name = "DURATION", num_args = 0..=1, default_missing_value = "")]
@@ -104,8 +106,7 @@ pub struct Ignored {
 impl MetricsServerFlags {
     /// Every flag that was given, in a fixed order.
     pub fn ignored(&self) -> Vec<Ignored> {
-        const AGENT_READS: &str =
-            "each kubepulse agent reads its own node's kubelet: set kubelet flags on kubepulse-agent";
+        const AGENT_READS: &str = "each kubepulse agent reads its own node's kubelet: set kubelet flags on kubepulse-agent";
         const LOGS: &str = "use --log-level, a tracing filter (per module if wanted)";
         const GENERIC: &str = "a generic kube-apiserver setting with no meaning here";
         let all: [(&'static str, &Option<String>, &'static str); 24] = [
@@ -125,7 +126,11 @@ impl MetricsServerFlags {
                 &self.kubelet_preferred_address_types,
                 AGENT_READS,
             ),
-            ("--kubelet-insecure-tls", &self.kubelet_insecure_tls, AGENT_READS),
+            (
+                "--kubelet-insecure-tls",
+                &self.kubelet_insecure_tls,
+                AGENT_READS,
+            ),
             (
                 "--kubelet-certificate-authority",
                 &self.kubelet_certificate_authority,
@@ -143,7 +148,11 @@ impl MetricsServerFlags {
                 &self.log_flush_frequency,
                 "logs are written unbuffered",
             ),
-            ("--profiling", &self.profiling, "no profiling endpoints are served"),
+            (
+                "--profiling",
+                &self.profiling,
+                "no profiling endpoints are served",
+            ),
             (
                 "--contention-profiling",
                 &self.contention_profiling,
@@ -154,11 +163,19 @@ impl MetricsServerFlags {
                 &self.enable_priority_and_fairness,
                 "requests read an immutable view and never queue behind ingest",
             ),
-            ("--min-request-timeout", &self.min_request_timeout, "there is no watch"),
+            (
+                "--min-request-timeout",
+                &self.min_request_timeout,
+                "there is no watch",
+            ),
             ("--advertise-address", &self.advertise_address, GENERIC),
             ("--external-hostname", &self.external_hostname, GENERIC),
             ("--permit-port-sharing", &self.permit_port_sharing, GENERIC),
-            ("--permit-address-sharing", &self.permit_address_sharing, GENERIC),
+            (
+                "--permit-address-sharing",
+                &self.permit_address_sharing,
+                GENERIC,
+            ),
             ("--emulated-version", &self.emulated_version, GENERIC),
             (
                 "--min-compatibility-version",

@@ -180,6 +180,25 @@ async fn run_endpoint(
     }
 }
 
+/// What a heartbeat says: the last read's status, unless no read has finished for two poll
+/// intervals (a kubelet that does not answer, until --kubelet-request-timeout): then not ok,
+/// so the aggregators stop counting the node fresh and its TTL runs from the last good read
+/// instead of from the end of the hung one.
+fn heartbeat_status(last: &ScrapeStatus, since_read: Duration, poll: Duration) -> ScrapeStatus {
+    let overdue = (poll * 2).max(poll + Duration::from_secs(1));
+    if last.ok && since_read > overdue {
+        return ScrapeStatus {
+            ok: false,
+            error: format!(
+                "kubelet read in progress for {}s: no answer yet",
+                since_read.as_secs()
+            ),
+            ..ScrapeStatus::default()
+        };
+    }
+    last.clone()
+}
+
 /// The identity token, read on every connect (the kubelet rotates projected tokens). A missing
 /// or unreadable file sends none, with one warning per agent run: an aggregator that checks
 /// identity then refuses the stream and says why.
@@ -317,6 +336,7 @@ async fn stream_once(
     *up = true;
     settings.streams_up.fetch_add(1, Ordering::Relaxed);
     telemetry::stream_up(endpoint);
+    let mut last_read = tokio::time::Instant::now();
     let mut heartbeat = tokio::time::interval(settings.heartbeat);
     heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     heartbeat.tick().await;
@@ -326,6 +346,7 @@ async fn stream_once(
                 if changed.is_err() {
                     return "agent stopping".to_owned();
                 }
+                last_read = tokio::time::Instant::now();
                 let current = ticks.borrow_and_update().clone();
                 let mut out = Vec::new();
                 if !Arc::ptr_eq(&current.view, &sent_view) {
@@ -347,7 +368,10 @@ async fn stream_once(
                 }
                 out
             }
-            _ = heartbeat.tick() => vec![status_message(seq, &sent_status)],
+            _ = heartbeat.tick() => {
+                let status = heartbeat_status(&sent_status, last_read.elapsed(), settings.poll_interval);
+                vec![status_message(seq, &status)]
+            }
             msg = inbound.message() => match msg {
                 Ok(Some(msg)) => match msg.kind {
                     Some(aggregator_message::Kind::Resync(r)) => {
@@ -367,5 +391,35 @@ async fn stream_once(
                 return "stream closed".to_owned();
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_heartbeat_during_a_hung_kubelet_read_is_not_ok() {
+        let ok = ScrapeStatus {
+            ok: true,
+            ..ScrapeStatus::default()
+        };
+        let poll = Duration::from_secs(1);
+        assert_eq!(heartbeat_status(&ok, Duration::from_millis(1500), poll), ok);
+        let overdue = heartbeat_status(&ok, Duration::from_secs(3), poll);
+        assert!(!overdue.ok);
+        assert_eq!(
+            overdue.error,
+            "kubelet read in progress for 3s: no answer yet"
+        );
+        let failed = ScrapeStatus {
+            ok: false,
+            error: "kubelet answered 500".to_owned(),
+            ..ScrapeStatus::default()
+        };
+        assert_eq!(
+            heartbeat_status(&failed, Duration::from_secs(9), poll),
+            failed
+        );
     }
 }

@@ -67,6 +67,9 @@ pub struct Metrics {
     pub streams_refused: Family<Labels<1>, Counter>,
     /// Agent messages that waited for their stream's rate limit.
     pub ingest_throttled: Counter,
+    /// Resync requests the writer dropped because its queue to the stream was full (one is
+    /// already queued).
+    pub resyncs_coalesced: Counter,
     /// API requests refused or cut off by an overload bound, by `reason`
     /// (`max_requests_inflight`, `request_timeout`).
     pub api_overloaded: Family<Labels<1>, Counter>,
@@ -247,6 +250,7 @@ impl Metrics {
             store_nodes_kubelet_failing: Gauge::default(),
             streams_refused: Family::default(),
             ingest_throttled: Counter::default(),
+            resyncs_coalesced: Counter::default(),
             api_overloaded: Family::default(),
             registry: Registry::default(),
         };
@@ -336,6 +340,11 @@ impl Metrics {
             "ingest_throttled",
             "Agent messages that waited for their stream's rate limit (--max-messages-per-second-per-stream)",
             m.ingest_throttled.clone(),
+        );
+        r.register(
+            "resyncs_coalesced",
+            "Resync requests dropped because one was already queued for the stream",
+            m.resyncs_coalesced.clone(),
         );
         for reason in ["max_requests_inflight", "request_timeout"] {
             let _ = m.api_overloaded.get_or_create(&[("reason", reason)]);

@@ -67,6 +67,11 @@ pub fn stream_limited(node: &str, remote: &str, reason: &'static str, message: &
     tracing::warn!(node, remote, reason, message, "agent stream refused");
 }
 
+/// The writer dropped a resync request: one is already queued for the stream (counted only).
+pub fn resync_coalesced() {
+    metrics::get().resyncs_coalesced.inc();
+}
+
 /// A stream's message waited for its rate limit; logged once per stream (`first`).
 pub fn stream_throttled(node: &NodeName, first: bool, per_second: u32) {
     metrics::get().ingest_throttled.inc();

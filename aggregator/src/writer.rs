@@ -163,8 +163,12 @@ fn handle(
                     tracing::debug!(error = %err, "update from a superseded stream ignored");
                 }
                 Err(err) => {
-                    if let Some(tx) = resync.get(&stream) {
-                        let _ = tx.try_send(err.to_string());
+                    // a full queue already holds a resync for this stream: drop this one
+                    if let Some(tx) = resync.get(&stream)
+                        && let Err(mpsc::error::TrySendError::Full(_)) =
+                            tx.try_send(err.to_string())
+                    {
+                        telemetry::resync_coalesced();
                     }
                 }
             }

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use clap::Parser;
 
+use kubepulse_aggregator_core::selector::LabelSelector;
 use kubepulse_model::duration::parse_duration;
 
 use crate::telemetry::LogFormat;
@@ -67,7 +68,8 @@ pub struct Config {
     )]
     pub tls_ca_file: Option<PathBuf>,
 
-    /// Kubeconfig for the API server (default: the in-cluster service account).
+    /// Kubeconfig for the API server: watches, authentication, authorization, TLS bootstrap
+    /// (default: the in-cluster service account).
     #[arg(
         long,
         env = "KUBEPULSE_AGGREGATOR_KUBECONFIG",
@@ -124,6 +126,133 @@ pub struct Config {
         help_heading = "TLS bootstrap"
     )]
     pub cluster_domain: String,
+
+    /// Run without a Kubernetes API: no Pod/Node watches (every reported pod and node is
+    /// served, without labels) and NO authentication or authorization. For local runs and
+    /// tests only.
+    #[arg(
+        long,
+        env = "KUBEPULSE_AGGREGATOR_STANDALONE",
+        help_heading = "Kubernetes"
+    )]
+    pub standalone: bool,
+    /// Label requirements a node must meet to be listed (metrics-server's `--node-selector`;
+    /// lists only, a get by name ignores it).
+    #[arg(
+        short = 'l',
+        long,
+        env = "KUBEPULSE_AGGREGATOR_NODE_SELECTOR",
+        default_value = "",
+        help_heading = "Kubernetes"
+    )]
+    pub node_selector: String,
+
+    /// x509 client CA bundle (PEM); default: `client-ca-file` of the
+    /// kube-system/extension-apiserver-authentication ConfigMap.
+    #[arg(
+        long,
+        env = "KUBEPULSE_AGGREGATOR_CLIENT_CA_FILE",
+        help_heading = "Authentication"
+    )]
+    pub client_ca_file: Option<PathBuf>,
+    /// Front-proxy (kube-apiserver) client CA bundle (PEM). When set, the front-proxy settings
+    /// come from the --requestheader-* flags; otherwise all of them come from the ConfigMap.
+    #[arg(
+        long,
+        env = "KUBEPULSE_AGGREGATOR_REQUESTHEADER_CLIENT_CA_FILE",
+        help_heading = "Authentication"
+    )]
+    pub requestheader_client_ca_file: Option<PathBuf>,
+    /// Common names the front-proxy certificate may have (empty: any signed by its CA).
+    #[arg(
+        long,
+        env = "KUBEPULSE_AGGREGATOR_REQUESTHEADER_ALLOWED_NAMES",
+        value_delimiter = ',',
+        help_heading = "Authentication"
+    )]
+    pub requestheader_allowed_names: Vec<String>,
+    /// Headers carrying the user name from the front proxy.
+    #[arg(
+        long,
+        env = "KUBEPULSE_AGGREGATOR_REQUESTHEADER_USERNAME_HEADERS",
+        value_delimiter = ',',
+        default_value = "x-remote-user",
+        help_heading = "Authentication"
+    )]
+    pub requestheader_username_headers: Vec<String>,
+    /// Headers carrying groups from the front proxy.
+    #[arg(
+        long,
+        env = "KUBEPULSE_AGGREGATOR_REQUESTHEADER_GROUP_HEADERS",
+        value_delimiter = ',',
+        default_value = "x-remote-group",
+        help_heading = "Authentication"
+    )]
+    pub requestheader_group_headers: Vec<String>,
+    /// Prefixes of headers carrying extra user attributes from the front proxy.
+    #[arg(
+        long,
+        env = "KUBEPULSE_AGGREGATOR_REQUESTHEADER_EXTRA_HEADERS_PREFIX",
+        value_delimiter = ',',
+        default_value = "x-remote-extra-",
+        help_heading = "Authentication"
+    )]
+    pub requestheader_extra_headers_prefix: Vec<String>,
+    /// Headers carrying the user's UID from the front proxy.
+    #[arg(
+        long,
+        env = "KUBEPULSE_AGGREGATOR_REQUESTHEADER_UID_HEADERS",
+        value_delimiter = ',',
+        help_heading = "Authentication"
+    )]
+    pub requestheader_uid_headers: Vec<String>,
+    /// Kubeconfig for TokenReviews and the ConfigMap lookup (default: --kubeconfig).
+    #[arg(
+        long,
+        env = "KUBEPULSE_AGGREGATOR_AUTHENTICATION_KUBECONFIG",
+        help_heading = "Authentication"
+    )]
+    pub authentication_kubeconfig: Option<PathBuf>,
+    /// Do not read the extension-apiserver-authentication ConfigMap.
+    #[arg(
+        long,
+        env = "KUBEPULSE_AGGREGATOR_AUTHENTICATION_SKIP_LOOKUP",
+        help_heading = "Authentication"
+    )]
+    pub authentication_skip_lookup: bool,
+    /// Start even if the ConfigMap cannot be read (it is watched and picked up later).
+    #[arg(
+        long,
+        env = "KUBEPULSE_AGGREGATOR_AUTHENTICATION_TOLERATE_LOOKUP_FAILURE",
+        help_heading = "Authentication"
+    )]
+    pub authentication_tolerate_lookup_failure: bool,
+    /// How long TokenReview answers are cached.
+    #[arg(long, env = "KUBEPULSE_AGGREGATOR_AUTHENTICATION_TOKEN_WEBHOOK_CACHE_TTL", default_value = "10s", value_parser = parse_duration, help_heading = "Authentication")]
+    pub authentication_token_webhook_cache_ttl: Duration,
+
+    /// Kubeconfig for SubjectAccessReviews (default: --kubeconfig).
+    #[arg(
+        long,
+        env = "KUBEPULSE_AGGREGATOR_AUTHORIZATION_KUBECONFIG",
+        help_heading = "Authorization"
+    )]
+    pub authorization_kubeconfig: Option<PathBuf>,
+    /// Paths served to anyone, without a SubjectAccessReview (`*` at the end: prefix).
+    #[arg(
+        long,
+        env = "KUBEPULSE_AGGREGATOR_AUTHORIZATION_ALWAYS_ALLOW_PATHS",
+        value_delimiter = ',',
+        default_value = "/healthz,/readyz,/livez",
+        help_heading = "Authorization"
+    )]
+    pub authorization_always_allow_paths: Vec<String>,
+    /// How long an allowing SubjectAccessReview answer is cached.
+    #[arg(long, env = "KUBEPULSE_AGGREGATOR_AUTHORIZATION_WEBHOOK_CACHE_AUTHORIZED_TTL", default_value = "10s", value_parser = parse_duration, help_heading = "Authorization")]
+    pub authorization_webhook_cache_authorized_ttl: Duration,
+    /// How long a denying SubjectAccessReview answer is cached.
+    #[arg(long, env = "KUBEPULSE_AGGREGATOR_AUTHORIZATION_WEBHOOK_CACHE_UNAUTHORIZED_TTL", default_value = "10s", value_parser = parse_duration, help_heading = "Authorization")]
+    pub authorization_webhook_cache_unauthorized_ttl: Duration,
 
     /// Address the gRPC ingest listens on.
     #[arg(
@@ -268,6 +397,7 @@ impl Config {
             }
         }
         self.validate_bootstrap(&mut problems);
+        self.validate_kubernetes(&mut problems);
         if self.max_message_bytes < 1024 {
             problems.push("--max-message-bytes must be at least 1024".to_owned());
         }
@@ -358,6 +488,37 @@ impl Config {
     }
 }
 
+impl Config {
+    fn validate_kubernetes(&self, problems: &mut Vec<String>) {
+        if let Err(err) = LabelSelector::parse(&self.node_selector) {
+            problems.push(format!("--node-selector: {err}"));
+        }
+        for (flag, path) in [
+            ("--client-ca-file", &self.client_ca_file),
+            (
+                "--requestheader-client-ca-file",
+                &self.requestheader_client_ca_file,
+            ),
+            (
+                "--authentication-kubeconfig",
+                &self.authentication_kubeconfig,
+            ),
+            ("--authorization-kubeconfig", &self.authorization_kubeconfig),
+        ] {
+            if let Some(p) = path.as_ref().filter(|p| !p.is_file()) {
+                problems.push(format!("{flag} {}: no such file", p.display()));
+            }
+        }
+        if self
+            .requestheader_username_headers
+            .iter()
+            .all(|h| h.is_empty())
+        {
+            problems.push("--requestheader-username-headers must name a header".to_owned());
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -393,6 +554,42 @@ mod tests {
         ]);
         let problems = bad.validate().unwrap_err();
         assert_eq!(problems.len(), 4, "{problems:#?}");
+    }
+
+    #[test]
+    fn kubernetes_and_auth_flags() {
+        let c = parse(&[]);
+        assert!(!c.standalone);
+        assert_eq!(c.requestheader_username_headers, ["x-remote-user"]);
+        assert_eq!(c.requestheader_group_headers, ["x-remote-group"]);
+        assert_eq!(c.requestheader_extra_headers_prefix, ["x-remote-extra-"]);
+        assert_eq!(
+            c.authorization_always_allow_paths,
+            ["/healthz", "/readyz", "/livez"]
+        );
+        assert_eq!(
+            c.authentication_token_webhook_cache_ttl,
+            Duration::from_secs(10)
+        );
+        let c = parse(&[
+            "--standalone",
+            "-l",
+            "metrics-server-skip!=true",
+            "--requestheader-allowed-names=front-proxy-client,aggregator",
+            "--authorization-always-allow-paths=/healthz,/metrics",
+        ]);
+        assert_eq!(c.validate(), Ok(()));
+        assert!(c.standalone);
+        assert_eq!(
+            c.requestheader_allowed_names,
+            ["front-proxy-client", "aggregator"]
+        );
+        let bad = parse(&[
+            "--node-selector=a in (",
+            "--client-ca-file=/nonexistent",
+            "--requestheader-username-headers=",
+        ]);
+        assert_eq!(bad.validate().unwrap_err().len(), 3);
     }
 
     #[test]

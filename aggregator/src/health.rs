@@ -14,19 +14,33 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 
 use crate::http::AppState;
+use crate::watch::MetaPublished;
 use crate::writer::Published;
 
 /// Inputs of the checks.
 pub struct Health {
     published: Arc<Published>,
+    meta: Option<Arc<MetaPublished>>,
     shutting_down: AtomicBool,
 }
 
 impl Health {
-    /// Checks over the writer's published state.
+    /// Checks over the writer's published state (standalone: no watches to sync).
     pub fn new(published: Arc<Published>) -> Arc<Self> {
         Arc::new(Self {
             published,
+            meta: None,
+            shutting_down: AtomicBool::new(false),
+        })
+    }
+
+    /// Checks over the writer's state and the Pod and Node watches (Kubernetes mode):
+    /// `metric-informer-sync` and `metadata-informer-sync` pass once both watches listed
+    /// everything, so `/readyz` is ready only when synced and a node reported.
+    pub fn with_metadata(published: Arc<Published>, meta: Arc<MetaPublished>) -> Arc<Self> {
+        Arc::new(Self {
+            published,
+            meta: Some(meta),
             shutting_down: AtomicBool::new(false),
         })
     }
@@ -60,7 +74,13 @@ impl Health {
                     Ok(())
                 }
             }
-            // ping, log, post-start hooks and informer sync (standalone: nothing to sync)
+            "metric-informer-sync" | "metadata-informer-sync" => match &self.meta {
+                Some(meta) if !meta.synced() => {
+                    Err("Pod and Node watches have not listed everything yet".to_owned())
+                }
+                _ => Ok(()),
+            },
+            // ping, log and the post-start hooks
             _ => Ok(()),
         }
     }

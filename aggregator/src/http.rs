@@ -1,26 +1,36 @@
 //! The HTTPS surface: the one place routes are listed. Handlers parse the request, call
-//! `kubepulse_aggregator_core::query` on the latest published view, and hand the answer to
+//! `kubepulse_aggregator_core::query` on the latest published view (joined with the latest
+//! Kubernetes metadata in Kubernetes mode), and hand the answer to
 //! `kubepulse_aggregator_core::encode`. Built by [`router`], so tests drive it without a
 //! socket.
+//!
+//! Layers, outermost first: the request log (DEBUG, `kubepulse_aggregator::http`: method,
+//! path, user, `Accept`, status, `Content-Type`), `pretty` indentation of JSON answers, and
+//! in Kubernetes mode the delegated authentication and authorization of [`crate::auth`].
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::SystemTime;
 
 use axum::Router;
-use axum::extract::{Path, State};
-use axum::http::{HeaderMap, Method, StatusCode, header};
+use axum::extract::{Path, Request as HttpRequest, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
 use futures::StreamExt as _;
 use kubepulse_aggregator_core::api::{ApiStatus, ApiVersion};
-use kubepulse_aggregator_core::encode::{self, Encoded, Format, status};
+use kubepulse_aggregator_core::encode::openapi::{Document, OpenApi};
+use kubepulse_aggregator_core::encode::{self, Encoded, Format, IncludeObject, status};
+use kubepulse_aggregator_core::meta::MetaView;
 use kubepulse_aggregator_core::query::{self, ListOptions};
 use kubepulse_aggregator_core::selector::{FieldSelector, LabelSelector};
 use kubepulse_aggregator_core::store::ClusterView;
 use kubepulse_model::Timestamp;
 
+use crate::auth::{self, Auth, ServedUser};
 use crate::health::{self, Health};
+use crate::watch::MetaPublished;
 use crate::writer::Published;
 
 /// What handlers share.
@@ -30,6 +40,33 @@ pub struct AppState {
     pub published: Arc<Published>,
     /// Health checks.
     pub health: Arc<Health>,
+    /// The metadata writer's latest view (Kubernetes mode; `None` standalone).
+    pub meta: Option<Arc<MetaPublished>>,
+    /// `--node-selector`, when not empty.
+    pub node_selector: Option<Arc<LabelSelector>>,
+    /// The OpenAPI documents.
+    pub openapi: Arc<OpenApi>,
+    /// Delegated authentication and authorization (Kubernetes mode; `None` standalone).
+    pub auth: Option<Arc<Auth>>,
+}
+
+impl AppState {
+    /// State without metadata, node selector or auth (standalone mode, tests).
+    pub fn standalone(published: Arc<Published>, health: Arc<Health>) -> Self {
+        Self {
+            published,
+            health,
+            meta: None,
+            node_selector: None,
+            openapi: Arc::new(OpenApi::build(&build_version())),
+            auth: None,
+        }
+    }
+}
+
+/// `v<crate version>`, the `info.version` of the OpenAPI documents.
+pub fn build_version() -> String {
+    format!("v{}", env!("CARGO_PKG_VERSION"))
 }
 
 /// All routes.
@@ -41,16 +78,29 @@ pub fn router(state: AppState) -> Router {
         .route("/namespaces/{namespace}/pods", any(list_pods_in))
         .route("/namespaces/{namespace}/pods/{name}", any(get_pod))
         .fallback(group_not_found);
-    Router::new()
+    let routes = Router::new()
         .route("/apis", get(api_group_list))
         .route("/apis/metrics.k8s.io", get(api_group))
         .route("/apis/metrics.k8s.io/", get(api_group))
         .route("/apis/metrics.k8s.io/{version}", get(resource_list))
         .nest("/apis/metrics.k8s.io/{version}", metrics)
         .route("/version", get(version))
+        .route("/openapi/v2", get(openapi_v2))
+        .route("/openapi/v3", get(openapi_v3_index))
+        .route("/openapi/v3/{*path}", get(openapi_v3))
         .merge(health::routes())
         .fallback(not_found)
-        .with_state(state)
+        .with_state(state.clone());
+    let routes = match &state.auth {
+        Some(auth) => routes.layer(middleware::from_fn_with_state(
+            auth.clone(),
+            auth::middleware,
+        )),
+        None => routes,
+    };
+    routes
+        .layer(middleware::from_fn(pretty))
+        .layer(middleware::from_fn(log_request))
 }
 
 fn now() -> Timestamp {
@@ -113,13 +163,13 @@ fn serve(
     incoming: Incoming,
     resource: &str,
     is_list: bool,
-    answer: impl FnOnce(&Request, &ClusterView) -> Result<Encoded, ApiStatus>,
+    answer: impl FnOnce(&Request, &ClusterView, Option<&MetaView>) -> Result<Encoded, ApiStatus>,
 ) -> Response {
     let accept = incoming
         .headers
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok());
-    let format = match encode::negotiate(accept) {
+    let mut format = match encode::negotiate(accept) {
         Ok(f) => f,
         Err(e) => return reply(StatusCode::NOT_ACCEPTABLE, e.encode()),
     };
@@ -130,6 +180,20 @@ fn serve(
         return error(&status::method_not_allowed(), &format);
     }
     let params = parse_query(incoming.query.as_deref().unwrap_or_default());
+    if let Format::Table(opts) = &mut format {
+        let value = params.get("includeObject").map_or("", String::as_str);
+        match IncludeObject::parse(value) {
+            Some(include) => opts.include_object = include,
+            None => {
+                return error(
+                    &status::bad_request(format!(
+                        "Unable to convert to Table as requested: [includeObject: Unsupported value: {value:?}: supported values: \"Metadata\", \"None\", \"Object\"]"
+                    )),
+                    &Format::Json,
+                );
+            }
+        }
+    }
     if is_list
         && params
             .get("watch")
@@ -153,7 +217,8 @@ fn serve(
         fields,
     };
     let view = state.published.view();
-    match answer(&request, &view) {
+    let meta = state.meta.as_ref().map(|m| m.view());
+    match answer(&request, &view, meta.as_deref()) {
         Ok(encoded) => reply(StatusCode::OK, encoded),
         Err(s) => error(&s, &request.format),
     }
@@ -212,10 +277,18 @@ async fn list_nodes(
     Path(version): Path<String>,
     incoming: Incoming,
 ) -> Response {
-    serve(&state, &version, incoming, "nodes", true, |req, view| {
-        let items = query::list_nodes(view, None, req.list_options(), None);
-        Ok(encode::node_list(&items, req.version, &req.format, now()))
-    })
+    serve(
+        &state,
+        &version,
+        incoming,
+        "nodes",
+        true,
+        |req, view, meta| {
+            let filter = state.node_selector.as_deref();
+            let items = query::list_nodes(view, meta, req.list_options(), filter);
+            Ok(encode::node_list(&items, req.version, &req.format, now()))
+        },
+    )
 }
 
 async fn get_node(
@@ -223,10 +296,17 @@ async fn get_node(
     Path((version, name)): Path<(String, String)>,
     incoming: Incoming,
 ) -> Response {
-    serve(&state, &version, incoming, "nodes", false, |req, view| {
-        let m = query::get_node(view, None, &name)?;
-        Ok(encode::node(&m, req.version, &req.format, now()))
-    })
+    serve(
+        &state,
+        &version,
+        incoming,
+        "nodes",
+        false,
+        |req, view, meta| {
+            let m = query::get_node(view, meta, &name)?;
+            Ok(encode::node(&m, req.version, &req.format, now()))
+        },
+    )
 }
 
 async fn list_pods_all(
@@ -253,7 +333,7 @@ fn list_pods(
 ) -> Response {
     // JSON lists are streamed (see `stream_pod_list`); `serve` still validates the request
     let mut streamed = None;
-    let response = serve(state, version, incoming, "pods", true, |req, view| {
+    let response = serve(state, version, incoming, "pods", true, |req, view, meta| {
         if req.format == Format::Json {
             streamed = Some((req.version, req.labels.clone(), req.fields.clone()));
             return Ok(Encoded {
@@ -261,12 +341,20 @@ fn list_pods(
                 body: Vec::new(),
             });
         }
-        let items = query::list_pods(view, None, namespace, req.list_options());
+        let items = query::list_pods(view, meta, namespace, req.list_options());
         Ok(encode::pod_list(&items, req.version, &req.format, now()))
     });
     match streamed {
         Some((version, labels, fields)) => {
-            stream_pod_list(state.published.view(), namespace, version, labels, fields)
+            let meta = state.meta.as_ref().map(|m| m.view());
+            stream_pod_list(
+                state.published.view(),
+                meta,
+                namespace,
+                version,
+                labels,
+                fields,
+            )
         }
         None => response,
     }
@@ -278,6 +366,7 @@ fn list_pods(
 /// bytes leave before the last pod is encoded. The bytes are exactly `encode::pod_list`'s.
 fn stream_pod_list(
     view: Arc<ClusterView>,
+    meta: Option<Arc<MetaView>>,
     namespace: Option<&str>,
     version: ApiVersion,
     labels: LabelSelector,
@@ -292,7 +381,7 @@ fn stream_pod_list(
             fields: &fields,
         };
         let mut open = true;
-        query::for_each_pod(&view, None, namespace.as_deref(), opts, |m| {
+        query::for_each_pod(&view, meta.as_deref(), namespace.as_deref(), opts, |m| {
             list.push(&m);
             if list.buffered() >= LIST_CHUNK {
                 open = tx.blocking_send(list.take()).is_ok();
@@ -321,10 +410,17 @@ async fn get_pod(
     Path((version, namespace, name)): Path<(String, String, String)>,
     incoming: Incoming,
 ) -> Response {
-    serve(&state, &version, incoming, "pods", false, |req, view| {
-        let m = query::get_pod(view, None, &namespace, &name)?;
-        Ok(encode::pod(&m, req.version, &req.format, now()))
-    })
+    serve(
+        &state,
+        &version,
+        incoming,
+        "pods",
+        false,
+        |req, view, meta| {
+            let m = query::get_pod(view, meta, &namespace, &name)?;
+            Ok(encode::pod(&m, req.version, &req.format, now()))
+        },
+    )
 }
 
 async fn api_group_list(headers: HeaderMap) -> Response {
@@ -367,6 +463,110 @@ async fn version() -> Response {
         body,
     )
         .into_response()
+}
+
+async fn openapi_v2(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    document(state.openapi.v2(), &headers)
+}
+
+async fn openapi_v3_index(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    document(state.openapi.v3_index(), &headers)
+}
+
+async fn openapi_v3(
+    State(state): State<AppState>,
+    Path(path): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    match state.openapi.v3(&path) {
+        Some(doc) => document(doc, &headers),
+        None => (
+            StatusCode::NOT_FOUND,
+            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+            "404 page not found\n",
+        )
+            .into_response(),
+    }
+}
+
+/// An OpenAPI document with its `ETag`; `If-None-Match` with that tag answers 304.
+fn document(doc: &Document, headers: &HeaderMap) -> Response {
+    let etag = format!("\"{}\"", doc.hash);
+    let matches = headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(',').any(|t| t.trim() == etag || t.trim() == "*"));
+    if matches {
+        return (StatusCode::NOT_MODIFIED, [(header::ETAG, etag)]).into_response();
+    }
+    (
+        StatusCode::OK,
+        [
+            (header::CONTENT_TYPE, "application/json".to_owned()),
+            (header::ETAG, etag),
+        ],
+        doc.body.clone(),
+    )
+        .into_response()
+}
+
+/// `?pretty=true` (or a curl, Wget or browser user agent without `pretty`) indents JSON
+/// answers under `/apis`, as the apiserver's serializer does.
+async fn pretty(request: HttpRequest, next: Next) -> Response {
+    let wanted = request.uri().path().starts_with("/apis") && wants_pretty(&request);
+    let response = next.run(request).await;
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.starts_with("application/json"));
+    if !wanted || !is_json {
+        return response;
+    }
+    let (mut parts, body) = response.into_parts();
+    let Ok(bytes) = axum::body::to_bytes(body, usize::MAX).await else {
+        return (StatusCode::INTERNAL_SERVER_ERROR, "response body").into_response();
+    };
+    parts.headers.remove(header::CONTENT_LENGTH);
+    Response::from_parts(parts, axum::body::Body::from(encode::indent(&bytes)))
+}
+
+fn wants_pretty(request: &HttpRequest) -> bool {
+    let query = request.uri().query().unwrap_or_default();
+    if let Some(value) = parse_query(query).get("pretty").filter(|v| !v.is_empty()) {
+        return matches!(value.as_str(), "1" | "t" | "T" | "true" | "TRUE" | "True");
+    }
+    let agent = request
+        .headers()
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    agent.starts_with("curl") || agent.starts_with("Wget") || agent.starts_with("Mozilla/5.0")
+}
+
+/// One DEBUG line per request (the HPA's protobuf `Accept` and our `Content-Type` show here).
+async fn log_request(request: HttpRequest, next: Next) -> Response {
+    let method = request.method().clone();
+    let path = request.uri().path().to_owned();
+    let accept = request.headers().get(header::ACCEPT).cloned();
+    let agent = request.headers().get(header::USER_AGENT).cloned();
+    let response = next.run(request).await;
+    let text = |v: Option<&HeaderValue>| {
+        v.and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned()
+    };
+    tracing::debug!(
+        %method,
+        path,
+        user = response.extensions().get::<ServedUser>().map(|u| u.0.as_str()).unwrap_or_default(),
+        accept = text(accept.as_ref()),
+        user_agent = text(agent.as_ref()),
+        status = response.status().as_u16(),
+        content_type = text(response.headers().get(header::CONTENT_TYPE)),
+        "request"
+    );
+    response
 }
 
 #[cfg(test)]

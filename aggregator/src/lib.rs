@@ -4,22 +4,28 @@
 //! - [`ingest`]: the tonic `Ingest` service, one task per agent stream (wire decoding and
 //!   sequence checks), feeding the writer over a bounded channel;
 //! - [`writer`]: the single writer that owns the cluster store and publishes immutable views;
-//! - [`http`]: the Metrics API router (axum) reading the latest view; [`health`]: probes;
+//! - [`watch`]: the Pod and Node watches and the metadata writer (Kubernetes mode);
+//! - [`http`]: the Metrics API router (axum) reading the latest views; [`health`]: probes;
+//! - [`auth`]: delegated authentication and authorization (Kubernetes mode);
+//!   [`kubernetes`]: the wiring of that mode (clients, watches, auth);
 //! - [`tls`]: serving certificates and the HTTPS accept loop; [`bootstrap`]: the in-cluster
 //!   serving CA (Secret), its certificate, and the CA bundle for agents and APIServices;
 //! - [`config`] and [`telemetry`]: flags, logs and named events.
 //!
 //! [`run`] is what `main` and the tests call: it takes bound listeners and a shutdown future.
 
+pub mod auth;
 pub mod bootstrap;
 pub mod config;
 pub mod health;
 pub mod http;
 pub mod ingest;
+pub mod kubernetes;
 pub mod metrics;
 pub mod overload;
 pub mod telemetry;
 pub mod tls;
+pub mod watch;
 pub mod writer;
 
 use std::future::Future;
@@ -30,7 +36,7 @@ use kubepulse_aggregator_core::store::{ClusterStore, StoreConfig};
 use kubepulse_proto::Limits;
 use kubepulse_proto::v1::ingest_server::IngestServer;
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, watch as signal};
 
 pub use config::Config;
 
@@ -77,7 +83,11 @@ pub async fn run(
             &[],
         )?,
     };
-    let https_tls = tls::server_config(&pair)?;
+    let https_tls = if config.standalone {
+        tls::server_config(&pair)?
+    } else {
+        tls::server_config_requesting_client_certs(&pair)?
+    };
 
     let published = writer::Published::new();
     let (writer_tx, writer_rx) = mpsc::channel(8192);
@@ -87,18 +97,23 @@ pub async fn run(
     });
     let writer_task = tokio::spawn(writer::run(store, writer_rx, published.clone()));
 
-    let health = health::Health::new(published.clone());
-    let state = http::AppState {
-        published: published.clone(),
-        health: health.clone(),
-    };
-    let (stop_tx, stop_rx) = watch::channel(false);
+    let (stop_tx, stop_rx) = signal::channel(false);
     let stop_rx_ingest = stop_rx.clone();
     let wait_stop = move || {
         let mut rx = stop_rx.clone();
         async move {
             let _ = rx.wait_for(|stop| *stop).await;
         }
+    };
+    let (health, state) = if config.standalone {
+        tracing::warn!(
+            "standalone mode: no Kubernetes API, no Pod/Node metadata, and NO authentication or authorization: anyone who reaches the HTTPS port reads every metric"
+        );
+        let health = health::Health::new(published.clone());
+        let state = http::AppState::standalone(published.clone(), health.clone());
+        (health, state)
+    } else {
+        kubernetes::start(&config, published.clone(), &wait_stop).await?
     };
 
     tracing::info!(

@@ -1,6 +1,6 @@
 //! Logging setup and the aggregator's named events. Call sites read like
 //! `telemetry::stream_opened(&node, epoch)`, so every recurring event has one wording, and
-//! updates its [`metrics`](crate::metrics) in the same place.
+//! updates its [`metrics`] in the same place.
 //!
 //! Nothing here logs per message or per request at INFO: streams opening and closing, resyncs,
 //! expiries and kubelet-read transitions are one line each (requests are DEBUG lines of

@@ -70,8 +70,92 @@ pub fn server_config(pair: &CertKey) -> anyhow::Result<Arc<ServerConfig>> {
     Ok(Arc::new(config))
 }
 
+/// As [`server_config`], also asking every client for a certificate without requiring one
+/// (Go's `tls.RequestClientCert`). The handshake only proves the client holds the key of the
+/// certificate it presents; which CA (front proxy or client CA) signed it is checked per
+/// request by `auth::authn` against the current trust, so a CA rotation needs no new TLS
+/// configuration and a wrong certificate becomes a 401 with its reason logged.
+pub fn server_config_requesting_client_certs(pair: &CertKey) -> anyhow::Result<Arc<ServerConfig>> {
+    let certs = CertificateDer::pem_slice_iter(pair.cert_pem.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .context("parse certificate PEM")?;
+    let key = PrivateKeyDer::from_pem_slice(pair.key_pem.as_bytes()).context("parse key PEM")?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = ServerConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .context("TLS protocol versions")?
+        .with_client_cert_verifier(Arc::new(RequestClientCert { provider }))
+        .with_single_cert(certs, key)
+        .context("serving certificate")?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// Accepts any client certificate chain (verified later, per request) but checks the
+/// handshake signature, so a client cannot present a certificate it has no key for.
+#[derive(Debug)]
+struct RequestClientCert {
+    provider: Arc<rustls::crypto::CryptoProvider>,
+}
+
+impl rustls::server::danger::ClientCertVerifier for RequestClientCert {
+    fn client_auth_mandatory(&self) -> bool {
+        false
+    }
+
+    fn root_hint_subjects(&self) -> &[rustls::DistinguishedName] {
+        // no hints: clients then send whatever certificate they have
+        &[]
+    }
+
+    fn verify_client_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _now: rustls_pki_types::UnixTime,
+    ) -> Result<rustls::server::danger::ClientCertVerified, rustls::Error> {
+        Ok(rustls::server::danger::ClientCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
 /// Serves `router` on `listener` (TLS when `tls` is set) until `shutdown` resolves, then
-/// stops accepting and lets open connections finish.
+/// stops accepting and lets open connections finish. The client certificate chain of a TLS
+/// connection, if any, reaches every request as the [`crate::auth::PeerCertificates`]
+/// extension.
 pub async fn serve(
     listener: TcpListener,
     tls: Option<Arc<ServerConfig>>,
@@ -81,6 +165,7 @@ pub async fn serve(
     use hyper_util::rt::{TokioExecutor, TokioIo};
     use hyper_util::server::conn::auto::Builder;
     use hyper_util::service::TowerToHyperService;
+    use tower::ServiceExt as _;
 
     let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
@@ -97,7 +182,7 @@ pub async fn serve(
             () = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
-        let service = TowerToHyperService::new(router.clone());
+        let router = router.clone();
         let acceptor = acceptor.clone();
         let watcher = graceful.watcher();
         tokio::spawn(async move {
@@ -105,6 +190,19 @@ pub async fn serve(
             let result = match acceptor {
                 Some(acceptor) => match acceptor.accept(stream).await {
                     Ok(tls) => {
+                        let peer = tls.get_ref().1.peer_certificates().map(|chain| {
+                            crate::auth::PeerCertificates(Arc::new(
+                                chain.iter().map(|c| c.clone().into_owned()).collect(),
+                            ))
+                        });
+                        let service = TowerToHyperService::new(router.map_request(
+                            move |mut req: axum::http::Request<hyper::body::Incoming>| {
+                                if let Some(peer) = &peer {
+                                    req.extensions_mut().insert(peer.clone());
+                                }
+                                req
+                            },
+                        ));
                         let conn = builder.serve_connection(TokioIo::new(tls), service);
                         watcher.watch(conn.into_owned()).await
                     }
@@ -114,6 +212,7 @@ pub async fn serve(
                     }
                 },
                 None => {
+                    let service = TowerToHyperService::new(router);
                     let conn = builder.serve_connection(TokioIo::new(stream), service);
                     watcher.watch(conn.into_owned()).await
                 }

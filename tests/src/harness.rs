@@ -345,8 +345,10 @@ async fn start_aggregator(
             cert_dir.join("kubepulse.key").display()
         ));
     }
-    if let Some(kubeconfig) = &options.kubeconfig {
-        args.push(format!("--kubeconfig={}", kubeconfig.display()));
+    match &options.kubeconfig {
+        Some(kubeconfig) => args.push(format!("--kubeconfig={}", kubeconfig.display())),
+        // no Kubernetes API: no watches, no authentication or authorization
+        None => args.push("--standalone".to_owned()),
     }
     args.extend(options.aggregator_args.iter().cloned());
     let config = kubepulse_aggregator::Config::try_parse_from(args)?;

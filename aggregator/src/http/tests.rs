@@ -25,6 +25,10 @@ fn sample(cpu: u64, mem: u64) -> Sample {
 }
 
 fn app() -> Router {
+    router(state())
+}
+
+fn state() -> AppState {
     let mut store = ClusterStore::new(StoreConfig::default());
     let node = NodeName::new("node-a").unwrap();
     let now = Instant::now();
@@ -56,18 +60,24 @@ fn app() -> Router {
     let published = Published::new();
     published.publish(store.publish());
     let health = Health::new(published.clone());
-    router(AppState { published, health })
+    AppState::standalone(published, health)
 }
 
 async fn call(method: &str, uri: &str, accept: Option<&str>) -> (u16, String, String) {
+    call_with(app(), method, uri, accept.map(|a| ("accept", a))).await
+}
+
+async fn call_with(
+    app: Router,
+    method: &str,
+    uri: &str,
+    header: Option<(&str, &str)>,
+) -> (u16, String, String) {
     let mut req = axum::http::Request::builder().method(method).uri(uri);
-    if let Some(a) = accept {
-        req = req.header(header::ACCEPT, a);
+    if let Some((name, value)) = header {
+        req = req.header(name, value);
     }
-    let resp = app()
-        .oneshot(req.body(Body::empty()).unwrap())
-        .await
-        .unwrap();
+    let resp = app.oneshot(req.body(Body::empty()).unwrap()).await.unwrap();
     let code = resp.status().as_u16();
     let ct = resp
         .headers()
@@ -207,7 +217,7 @@ async fn health_follows_metrics_server() {
 async fn readiness_needs_data() {
     let published = Published::new();
     let health = Health::new(published.clone());
-    let app = router(AppState { published, health });
+    let app = router(AppState::standalone(published, health));
     let resp = app
         .oneshot(
             axum::http::Request::get("/readyz")
@@ -230,4 +240,218 @@ fn query_strings() {
     assert_eq!(q["watch"], "");
     assert_eq!(q["x"], "");
     assert_eq!(percent_decode("%zz%4"), "%zz%4");
+}
+
+const TABLE: &str = "application/json;as=Table;v=v1;g=meta.k8s.io";
+
+#[tokio::test]
+async fn table_include_object() {
+    let (code, _, body) = call(
+        "GET",
+        "/apis/metrics.k8s.io/v1beta1/nodes?includeObject=None",
+        Some(TABLE),
+    )
+    .await;
+    assert_eq!(code, 200);
+    assert!(body.contains("\"object\":null"), "{body}");
+    let (_, _, body) = call(
+        "GET",
+        "/apis/metrics.k8s.io/v1beta1/nodes?includeObject=Object",
+        Some(TABLE),
+    )
+    .await;
+    assert!(
+        body.contains("\"object\":{\"kind\":\"NodeMetrics\""),
+        "{body}"
+    );
+    let (_, _, body) = call("GET", "/apis/metrics.k8s.io/v1beta1/nodes", Some(TABLE)).await;
+    assert!(
+        body.contains("\"kind\":\"PartialObjectMetadata\""),
+        "{body}"
+    );
+    let (code, _, body) = call(
+        "GET",
+        "/apis/metrics.k8s.io/v1beta1/pods?includeObject=All",
+        Some(TABLE),
+    )
+    .await;
+    assert_eq!(code, 400, "{body}");
+    assert!(
+        body.contains(r#"Unable to convert to Table as requested: [includeObject: Unsupported value: \"All\": supported values: \"Metadata\", \"None\", \"Object\"]"#),
+        "{body}"
+    );
+    // ignored when no Table is asked for
+    let (code, _, _) = call(
+        "GET",
+        "/apis/metrics.k8s.io/v1beta1/pods?includeObject=All",
+        None,
+    )
+    .await;
+    assert_eq!(code, 200);
+}
+
+#[tokio::test]
+async fn pretty_json() {
+    let (_, _, compact) = call("GET", "/apis/metrics.k8s.io/v1beta1/nodes/node-a", None).await;
+    assert!(
+        compact.starts_with("{\"kind\":\"NodeMetrics\""),
+        "{compact}"
+    );
+    let (code, _, pretty) = call(
+        "GET",
+        "/apis/metrics.k8s.io/v1beta1/nodes/node-a?pretty=true",
+        None,
+    )
+    .await;
+    assert_eq!(code, 200);
+    assert!(
+        pretty.starts_with("{\n  \"kind\": \"NodeMetrics\",\n"),
+        "{pretty}"
+    );
+    // (creationTimestamp is the serving time: it may differ by a second)
+    let reparsed = |s: &str| {
+        let mut v = serde_json::from_str::<serde_json::Value>(s).unwrap();
+        v["metadata"]["creationTimestamp"] = serde_json::Value::Null;
+        v
+    };
+    assert_eq!(reparsed(&pretty), reparsed(&compact));
+    // curl is answered pretty unless it says pretty=false, as by the apiserver
+    let (_, _, body) = call_with(
+        app(),
+        "GET",
+        "/apis/metrics.k8s.io/v1beta1/nodes/node-a",
+        Some(("user-agent", "curl/8.5.0")),
+    )
+    .await;
+    assert!(body.starts_with("{\n"), "{body}");
+    let (_, _, body) = call_with(
+        app(),
+        "GET",
+        "/apis/metrics.k8s.io/v1beta1/nodes/node-a?pretty=false",
+        Some(("user-agent", "curl/8.5.0")),
+    )
+    .await;
+    assert!(body.starts_with("{\"kind\":\"NodeMetrics\""), "{body}");
+    // never protobuf
+    let (_, ct, body) = call(
+        "GET",
+        "/apis/metrics.k8s.io/v1beta1/nodes?pretty=true",
+        Some("application/vnd.kubernetes.protobuf"),
+    )
+    .await;
+    assert_eq!(ct, "application/vnd.kubernetes.protobuf");
+    assert!(body.starts_with("k8s\0"));
+}
+
+#[tokio::test]
+async fn openapi_documents() {
+    let (code, ct, body) = call("GET", "/openapi/v2", None).await;
+    assert_eq!((code, ct.as_str()), (200, "application/json"));
+    assert!(body.contains("io.k8s.metrics.pkg.apis.metrics.v1.PodMetrics"));
+    let etag = format!("\"{}\"", state().openapi.v2().hash);
+    let (code, _, body) =
+        call_with(app(), "GET", "/openapi/v2", Some(("if-none-match", &etag))).await;
+    assert_eq!((code, body.as_str()), (304, ""));
+    let (code, _, body) = call("GET", "/openapi/v3", None).await;
+    assert_eq!(code, 200);
+    let index: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let url = index["paths"]["apis/metrics.k8s.io/v1"]["serverRelativeURL"]
+        .as_str()
+        .unwrap();
+    let (code, _, body) = call("GET", url, None).await;
+    assert_eq!(code, 200);
+    assert!(body.contains("\"openapi\":\"3.0.0\""));
+    let (code, _, _) = call("GET", "/openapi/v3/apis/apps/v1", None).await;
+    assert_eq!(code, 404);
+}
+
+fn labels(pairs: &[(&str, &str)]) -> kubepulse_aggregator_core::api::Labels {
+    std::sync::Arc::new(
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect(),
+    )
+}
+
+#[tokio::test]
+async fn kubernetes_metadata_and_node_selector() {
+    use kubepulse_aggregator_core::meta::{MetaView, NodeMeta, PodMeta};
+
+    let mut state = state();
+    let meta = crate::watch::MetaPublished::new();
+    state.meta = Some(meta.clone());
+    state.health = Health::with_metadata(state.published.clone(), meta.clone());
+    state.node_selector = Some(std::sync::Arc::new(LabelSelector::parse("zone=b").unwrap()));
+
+    // not synced yet: not ready
+    let (code, _, body) = call_with(router(state.clone()), "GET", "/readyz?verbose", None).await;
+    assert_eq!(code, 500);
+    assert!(body.contains("[-]metric-informer-sync failed"), "{body}");
+
+    let mut view = MetaView::default();
+    view.nodes.insert(
+        NodeName::new("node-a").unwrap(),
+        NodeMeta {
+            labels: labels(&[("zone", "a")]),
+        },
+    );
+    view.pods.insert(
+        PodKey::new("prod", "shop-7d9f8c6b5-x2kqp").unwrap(),
+        PodMeta {
+            labels: labels(&[("app", "shop")]),
+            node: Some(NodeName::new("node-a").unwrap()),
+            running: true,
+        },
+    );
+    view.synced = true;
+    meta.publish(view);
+    let app = router(state);
+    let (code, _, _) = call_with(app.clone(), "GET", "/readyz", None).await;
+    assert_eq!(code, 200);
+    // --node-selector filters lists only
+    let (_, _, body) = call_with(
+        app.clone(),
+        "GET",
+        "/apis/metrics.k8s.io/v1beta1/nodes",
+        None,
+    )
+    .await;
+    assert!(body.contains("\"items\":[]"), "{body}");
+    let (code, _, body) = call_with(
+        app.clone(),
+        "GET",
+        "/apis/metrics.k8s.io/v1beta1/nodes/node-a",
+        None,
+    )
+    .await;
+    assert_eq!(code, 200);
+    assert!(body.contains("\"labels\":{\"zone\":\"a\"}"), "{body}");
+    // labels come from the watch and select
+    let (_, _, body) = call_with(
+        app.clone(),
+        "GET",
+        "/apis/metrics.k8s.io/v1beta1/pods?labelSelector=app%3Dshop",
+        None,
+    )
+    .await;
+    assert!(body.contains("\"labels\":{\"app\":\"shop\"}"), "{body}");
+    let (_, _, body) = call_with(
+        app.clone(),
+        "GET",
+        "/apis/metrics.k8s.io/v1beta1/pods?labelSelector=app%3Dother",
+        None,
+    )
+    .await;
+    assert!(body.contains("\"items\":[]"), "{body}");
+    // a pod the watch does not know is not Running: NotFound, as metrics-server
+    let (code, _, body) = call_with(
+        app,
+        "GET",
+        "/apis/metrics.k8s.io/v1beta1/namespaces/prod/pods/gone",
+        None,
+    )
+    .await;
+    assert_eq!(code, 404);
+    assert!(body.contains("pods \\\"gone\\\" not found"), "{body}");
 }

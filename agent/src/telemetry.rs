@@ -1,6 +1,6 @@
 //! Logging setup and the agent's named events: call sites read like
 //! `telemetry::scrape_failed(&err)`, so each recurring event has one wording and level, and
-//! updates its [`metrics`](crate::metrics) in the same place.
+//! updates its [`metrics`](crate::metrics::Metrics) in the same place.
 //!
 //! Nothing here logs at INFO or above per tick: a successful read is silent, a failing one is
 //! logged when it starts failing (then at DEBUG), as are new decode issues.

@@ -395,7 +395,7 @@ impl ControlPlane {
         Ok(kube::Client::try_from(config)?)
     }
 
-    /// Runs kubectl with the admin kubeconfig (blocking; see [`ControlPlane::kubectl_async`]).
+    /// Runs kubectl with the admin kubeconfig (blocking; see `kubectl_async`).
     pub fn kubectl(&self, args: &[&str]) -> anyhow::Result<Output> {
         std::process::Command::new(&self.binaries.kubectl)
             .arg(format!("--kubeconfig={}", self.kubeconfig.display()))

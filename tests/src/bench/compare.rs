@@ -1,5 +1,5 @@
-//! Side by side: metrics-server ([`upstream`](super::upstream)) scraping the simulated
-//! kubelets while `kubepulse-aggregator` ([`ours`](super::ours)) ingests the same cluster from
+//! Side by side: metrics-server (`upstream`) scraping the simulated
+//! kubelets while `kubepulse-aggregator` (`ours`) ingests the same cluster from
 //! simulated agents, same machine, same time. And the kubelet reads per node per interval of
 //! both with two replicas.
 

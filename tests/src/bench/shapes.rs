@@ -6,7 +6,7 @@
 //! [`PODS_PER_NAMESPACE`] pods each, spread over as many nodes (the size of one HPA target).
 //!
 //! Each shape's wire messages are recorded once through the agent's own code path: the
-//! simulated kubelet text ([`sim::render`](crate::sim::render)) → [`decode`] →
+//! simulated kubelet text ([`sim::render`](crate::sim::render)) → `decode` →
 //! [`NodeState::observe`] → [`diff`] → [`StreamEncoder`], one kubelet refresh per interval.
 //! A node's snapshot is its shape's snapshot with the node's own pod names in the pod
 //! definitions; its deltas name pods and containers by dictionary id only, so they are the

@@ -53,7 +53,7 @@ enum Cmd {
         /// Streams per HTTP/2 connection (1: one connection per node, as agents connect).
         #[arg(long, default_value_t = 1)]
         streams_per_connection: usize,
-        /// Result file name (default ours-<nodes>x<pods>.json).
+        /// Result file name (default `ours-<nodes>x<pods>.json`).
         #[arg(long)]
         name: Option<String>,
     },

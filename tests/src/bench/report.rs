@@ -88,8 +88,13 @@ pub fn write(out: &Path, svg: Option<&Path>) -> anyhow::Result<String> {
     let mut extra = String::new();
     for (name, v) in &all {
         let r = &v["result"];
+        // the plot shows the 30-pod runs of the current code only
+        let plotted = !name.contains("before") && r["pods_per_node"] == 30;
         if r.get("steady").is_some() && r.get("rss_per_node").is_some() {
             ours_row(&mut md, name, r);
+            if !plotted {
+                continue;
+            }
             ours_pts.push(Point {
                 nodes: f(&r["nodes"]),
                 mib: mib(&r["steady"]["rss_median"]),

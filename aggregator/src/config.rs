@@ -335,6 +335,27 @@ pub struct Config {
         help_heading = "Ingest"
     )]
     pub max_message_burst_per_stream: u32,
+    /// The service account (namespace/name) the agent DaemonSet runs as: a stream is accepted
+    /// only with its projected token (audience kubepulse) from a Running pod bound to the node
+    /// the stream claims. Not checked with --standalone.
+    #[arg(
+        long,
+        env = "KUBEPULSE_AGGREGATOR_AGENT_SERVICE_ACCOUNT",
+        default_value = "kube-system/kubepulse-agent",
+        help_heading = "Ingest"
+    )]
+    pub agent_service_account: String,
+    /// How long a TokenReview of an agent token is reused.
+    #[arg(long, env = "KUBEPULSE_AGGREGATOR_AGENT_TOKEN_CACHE_TTL", default_value = "10s", value_parser = parse_duration, help_heading = "Ingest")]
+    pub agent_token_cache_ttl: Duration,
+    /// Most agent TokenReviews kept.
+    #[arg(
+        long,
+        env = "KUBEPULSE_AGGREGATOR_AGENT_TOKEN_CACHE_MAX_ENTRIES",
+        default_value_t = 10_000,
+        help_heading = "Ingest"
+    )]
+    pub agent_token_cache_max_entries: usize,
 
     /// Most API requests served at once (health probes aside); more are refused with 429
     /// TooManyRequests (metrics-server's flag and default).
@@ -422,6 +443,14 @@ impl Config {
                 "--max-messages-per-second-per-stream and --max-message-burst-per-stream must be positive"
                     .to_owned(),
             );
+        }
+        if let Err(err) =
+            kubepulse_aggregator_core::identity::ServiceAccount::parse(&self.agent_service_account)
+        {
+            problems.push(format!("--agent-service-account: {err}"));
+        }
+        if self.agent_token_cache_max_entries == 0 {
+            problems.push("--agent-token-cache-max-entries must be positive".to_owned());
         }
         if self.max_requests_inflight == 0 || self.request_timeout.is_zero() {
             problems

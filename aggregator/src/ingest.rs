@@ -30,6 +30,7 @@ use kubepulse_proto::{Limits, StreamDecoder, WireError};
 use tokio::sync::{mpsc, watch};
 use tonic::{Request, Response, Status, Streaming};
 
+use crate::identity::{self, AgentIdentity};
 use crate::telemetry::{self, IngestError, ResyncReason};
 use crate::writer::WriterMsg;
 
@@ -46,6 +47,8 @@ pub struct IngestService {
     streams: Arc<Mutex<StreamCounts>>,
     /// The origin of the token buckets' time.
     started: tokio::time::Instant,
+    /// Who may report for which node (`None`: not checked, `--standalone`).
+    identity: Option<Arc<AgentIdentity>>,
 }
 
 /// Stream counts and rates (the pods and containers per node are [`Limits`]).
@@ -93,7 +96,14 @@ impl IngestService {
                 IngestBounds::default().streams,
             ))),
             started: tokio::time::Instant::now(),
+            identity: None,
         }
+    }
+
+    /// The same service, accepting a stream only from the agent pod of the node it claims.
+    pub fn with_identity(mut self, identity: Arc<AgentIdentity>) -> Self {
+        self.identity = Some(identity);
+        self
     }
 
     /// The same service with other stream counts and rates.
@@ -185,6 +195,16 @@ impl IngestService {
             return Err(Status::invalid_argument(
                 "hello: poll interval must be positive",
             ));
+        }
+        if let Some(checker) = &self.identity {
+            match checker.verify(&hello.token, &node).await {
+                Ok(pod) => tracing::debug!(node = %node, pod = %pod, "agent identity verified"),
+                Err(refusal) => {
+                    let message = refusal.to_string();
+                    telemetry::stream_limited(node.as_str(), remote, refusal.reason(), &message);
+                    return Err(identity::status(&refusal));
+                }
+            }
         }
         let slot = {
             let mut streams = lock(&self.streams);

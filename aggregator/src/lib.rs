@@ -19,6 +19,7 @@ pub mod bootstrap;
 pub mod config;
 pub mod health;
 pub mod http;
+pub mod identity;
 pub mod ingest;
 pub mod kubernetes;
 pub mod metrics;
@@ -115,6 +116,7 @@ pub async fn run(
     } else {
         kubernetes::start(&config, published.clone(), &wait_stop).await?
     };
+    let agent_identity = agent_identity(&config, &state).await?;
 
     tracing::info!(
         https = %listeners.https.local_addr()?,
@@ -138,26 +140,28 @@ pub async fn run(
         tokio::spawn(b.publish(wait_stop()));
     }
 
-    let ingest = IngestServer::new(
-        ingest::IngestService::new(
-            writer_tx,
-            stop_rx_ingest,
-            Limits {
-                max_pods: config.max_pods_per_node,
-                max_containers: config.max_containers_per_node,
-            },
-            config.hello_timeout,
-        )
-        .with_bounds(ingest::IngestBounds {
-            streams: kubepulse_aggregator_core::limits::StreamLimits {
-                per_node: config.max_streams_per_node,
-                total: config.max_streams,
-            },
-            messages_per_second: config.max_messages_per_second_per_stream,
-            message_burst: config.max_message_burst_per_stream,
-        }),
+    let mut ingest_service = ingest::IngestService::new(
+        writer_tx,
+        stop_rx_ingest,
+        Limits {
+            max_pods: config.max_pods_per_node,
+            max_containers: config.max_containers_per_node,
+        },
+        config.hello_timeout,
     )
-    .max_decoding_message_size(config.max_message_bytes);
+    .with_bounds(ingest::IngestBounds {
+        streams: kubepulse_aggregator_core::limits::StreamLimits {
+            per_node: config.max_streams_per_node,
+            total: config.max_streams,
+        },
+        messages_per_second: config.max_messages_per_second_per_stream,
+        message_burst: config.max_message_burst_per_stream,
+    });
+    if let Some(checker) = agent_identity {
+        ingest_service = ingest_service.with_identity(checker);
+    }
+    let ingest =
+        IngestServer::new(ingest_service).max_decoding_message_size(config.max_message_bytes);
     let mut grpc = tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(std::time::Duration::from_secs(20)))
         .tcp_nodelay(true);
@@ -188,4 +192,41 @@ pub async fn run(
     }
     writer_task.abort();
     Ok(())
+}
+
+/// The agent identity check of Kubernetes mode (TokenReviews through
+/// `--authentication-kubeconfig`, else `--kubeconfig`); `None`, said once, with --standalone.
+async fn agent_identity(
+    config: &Config,
+    state: &http::AppState,
+) -> anyhow::Result<Option<std::sync::Arc<identity::AgentIdentity>>> {
+    let Some(meta) = state.meta.clone().filter(|_| !config.standalone) else {
+        tracing::warn!(
+            "standalone mode: agent identity is not checked: any client that reaches the gRPC port can report metrics for any node"
+        );
+        return Ok(None);
+    };
+    let agent =
+        kubepulse_aggregator_core::identity::ServiceAccount::parse(&config.agent_service_account)
+            .map_err(|e| anyhow::anyhow!("--agent-service-account: {e}"))?;
+    let kubeconfig = config
+        .authentication_kubeconfig
+        .as_deref()
+        .or(config.kubeconfig.as_deref());
+    let client = bootstrap::client(kubeconfig)
+        .await
+        .context("Kubernetes API client for agent TokenReviews")?;
+    tracing::info!(
+        service_account = %agent,
+        "agent identity: a stream is accepted only with its pod's projected token (audience kubepulse), from a Running pod on the node it claims"
+    );
+    Ok(Some(std::sync::Arc::new(identity::AgentIdentity::new(
+        client,
+        meta,
+        identity::Settings {
+            agent,
+            ttl: config.agent_token_cache_ttl,
+            max_entries: config.agent_token_cache_max_entries,
+        },
+    ))))
 }

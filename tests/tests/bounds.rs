@@ -310,11 +310,17 @@ fn every_bound_is_a_flag_with_a_sane_default() {
     assert_eq!(c.max_requests_inflight, 400);
     assert_eq!(c.request_timeout, Duration::from_secs(60));
     assert_eq!(c.hello_timeout, Duration::from_secs(10));
+    assert_eq!(c.agent_service_account, "kube-system/kubepulse-agent");
+    assert_eq!(
+        (c.agent_token_cache_ttl, c.agent_token_cache_max_entries),
+        (Duration::from_secs(10), 10_000)
+    );
     let problems = aggregator(&[
         "--max-streams-per-node=0",
         "--max-messages-per-second-per-stream=0",
         "--max-requests-inflight=0",
         "--max-message-bytes=10",
+        "--agent-service-account=kubepulse-agent",
     ])
     .validate()
     .unwrap_err();
@@ -323,6 +329,7 @@ fn every_bound_is_a_flag_with_a_sane_default() {
         "--max-messages-per-second-per-stream",
         "--max-requests-inflight",
         "--max-message-bytes",
+        "--agent-service-account",
     ] {
         assert!(
             problems.iter().any(|p| p.contains(flag)),

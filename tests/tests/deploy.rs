@@ -769,6 +769,14 @@ async fn check_tls_bootstrap(cp: &ControlPlane) -> anyhow::Result<()> {
     cp.apply_stdin(&format!(
         "apiVersion: v1\nkind: Node\nmetadata:\n  name: {node}\n"
     ));
+    // the agent's identity: its pod's projected token, as the DaemonSet mounts it
+    let tokens = dir.path().join("agent-tokens");
+    kubepulse_tests::control_plane::agent_identity::provision(
+        &cp.inner.client().await?,
+        std::slice::from_ref(&node),
+        &tokens,
+    )
+    .await?;
     let agent_config = kubepulse_agent::Config::try_parse_from([
         "kubepulse-agent".to_owned(),
         format!("--node-name={node}"),
@@ -783,6 +791,10 @@ async fn check_tls_bootstrap(cp: &ControlPlane) -> anyhow::Result<()> {
         ),
         format!("--aggregator-endpoints={},{}", r0.grpc, r1.grpc),
         format!("--aggregator-ca-file={}", ca_file.display()),
+        format!(
+            "--aggregator-token-file={}",
+            tokens.join(format!("{node}.token")).display()
+        ),
         "--aggregator-tls-server-name=kubepulse-aggregator-grpc.kube-system.svc".into(),
         "--health-address=127.0.0.1:0".into(),
     ])?;

@@ -477,9 +477,9 @@ impl ControlPlane {
 impl Drop for ControlPlane {
     fn drop(&mut self) {
         self.stop();
-        if self.keep_dir || std::env::var("KEEP_CONTROL_PLANE").is_ok_and(|v| v == "1") {
+        if std::env::var("KEEP_CONTROL_PLANE").is_ok_and(|v| v == "1") {
             eprintln!("control plane: kept {}", self.dir.display());
-        } else {
+        } else if !self.keep_dir {
             let _ = std::fs::remove_dir_all(&self.dir);
         }
     }

@@ -91,7 +91,14 @@ struct Running {
 impl Running {
     async fn stop(self) {
         let _ = self.stop.send(());
-        let _ = tokio::time::timeout(Duration::from_secs(10), self.task).await;
+        let abort = self.task.abort_handle();
+        if tokio::time::timeout(Duration::from_secs(10), self.task)
+            .await
+            .is_err()
+        {
+            // a stopped component must free its ports, as a killed process would
+            abort.abort();
+        }
     }
 }
 

@@ -1,8 +1,9 @@
 //! kubepulse behind a real control plane: etcd, kube-apiserver and kube-controller-manager
-//! v1.36.3 (`tests/tools/build.sh`), the official kubectl, and the aggregator replicas
-//! registered as `metrics.k8s.io` through APIServices, as in a cluster. Every value is checked
-//! against the simulated fleet's ground truth. The last tests check that a control plane that
-//! cannot start says precisely why.
+//! v1.36.3 (`tests/tools/build.sh`), the official kubectl, the aggregator replicas (Kubernetes
+//! mode: Pod/Node watches, delegated auth) registered as `metrics.k8s.io` through APIServices,
+//! and the real HPA controller scaling a Deployment on the metrics kubepulse serves. Every value
+//! is checked against the simulated fleet's ground truth. The last tests check that a control
+//! plane that cannot start says precisely why.
 //!
 //! One control plane is shared by the tests of this file (started on first use, a few seconds
 //! once the binaries are built); the tests take turns, each with its own fleet, nodes
@@ -16,8 +17,10 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use kubepulse_aggregator_core::quantity::{parse_cpu, parse_memory};
+use kubepulse_tests::control_plane::objects::{self as objects_mod, KubeletPlayer, Usage};
 use kubepulse_tests::control_plane::objects::{NODE_CPU_CORES, NODE_MEMORY_BYTES, PodPlan};
 use kubepulse_tests::control_plane::stack::{MetricsStack, StackOptions};
+use kubepulse_tests::control_plane::workload::{self, Scaling};
 use kubepulse_tests::control_plane::{Binaries, ControlPlane};
 use kubepulse_tests::harness::eventually;
 
@@ -190,6 +193,276 @@ async fn kubectl_top_through_kube_apiserver_matches_ground_truth() {
         )
         .await?;
         eprintln!("{out}");
+        stack.shutdown().await;
+        Ok(())
+    })
+    .await;
+}
+
+/// HPA sync period the control plane runs with (`--horizontal-pod-autoscaler-sync-period`).
+const SYNC: Duration = Duration::from_secs(2);
+/// Each scaling step must happen within this many sync periods once usage changed (metrics of
+/// new pods take two kubelet samples, the APIService a probe, the controller a sync).
+const SYNCS_PER_STEP: u32 = 20;
+/// CPU request of the workload's container, millicores; the HPA targets 50% of it.
+const REQUEST_MILLI: u64 = 100;
+
+/// Waits until `done` holds for the Deployment/HPA `name`, at most [`SYNCS_PER_STEP`] syncs.
+async fn wait_scaling(
+    client: &kube::Client,
+    ns: &str,
+    name: &str,
+    what: &str,
+    done: impl Fn(&Scaling) -> bool,
+) -> anyhow::Result<(Scaling, Duration)> {
+    let start = Instant::now();
+    let limit = SYNC * SYNCS_PER_STEP;
+    let mut last = Scaling::default();
+    loop {
+        if let Ok(s) = workload::scaling(client, ns, name).await {
+            if done(&s) {
+                eprintln!(
+                    "{what}: after {:.1}s ({:.1} syncs): {s:?}",
+                    start.elapsed().as_secs_f64(),
+                    start.elapsed().as_secs_f64() / SYNC.as_secs_f64()
+                );
+                return Ok((s, start.elapsed()));
+            }
+            last = s;
+        }
+        anyhow::ensure!(
+            start.elapsed() < limit,
+            "{what}: not within {SYNCS_PER_STEP} HPA syncs ({limit:?}); last: {last:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// Sets up namespace `ns` with a kubelet player, Deployment `web` (2 replicas, 100m request)
+/// and its HPA (2..=6, 50% CPU), usage 150m per pod.
+async fn start_workload(stack: &MetricsStack, ns: &str) -> anyhow::Result<KubeletPlayer> {
+    objects_mod::ensure_namespace(&stack.client, ns).await?;
+    let player = KubeletPlayer::start(
+        stack.client.clone(),
+        stack.cluster.fleet.fleet.clone(),
+        ns,
+        stack.nodes.clone(),
+        Usage {
+            cpu_nanocores: 150_000_000,
+            memory_bytes: 48 << 20,
+        },
+    );
+    workload::create_deployment(&stack.client, ns, "web", 2, REQUEST_MILLI).await?;
+    eventually(
+        Duration::from_secs(30),
+        "the Deployment's 2 pods running",
+        || async { Ok((player.running() == 2).then_some(())) },
+    )
+    .await?;
+    workload::create_hpa(&stack.client, ns, "web", 2, 6, 50).await?;
+    Ok(player)
+}
+
+/// Scenario 3: the real HPA controller scales a Deployment on the CPU utilization kubepulse
+/// serves through kube-apiserver: 150% of the request → up to the maximum of 6; 10% → down
+/// to 2 (= ceil(6 × 10 / 50), also the minimum, where it stays). New pods are bound, started and given usage by the kubelet
+/// player; deleted ones leave the fleet.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hpa_scales_a_deployment_up_and_down_on_kubepulse_metrics() {
+    with_control_plane("hpa_scales", |cp| async move {
+        let stack = MetricsStack::start(
+            cp,
+            StackOptions {
+                node_prefix: "hpa-node-".into(),
+                ..StackOptions::default()
+            },
+        )
+        .await?;
+        let client = stack.client.clone();
+        stack.wait_available(Duration::from_secs(90)).await?;
+        let ns = "hpa-up-down";
+        let player = start_workload(&stack, ns).await?;
+
+        let (up, _) = wait_scaling(&client, ns, "web", "scale up at 150%", |s| {
+            s.deployment_replicas == 6
+        })
+        .await?;
+        anyhow::ensure!(
+            up.desired == 6,
+            "HPA desired {} (want 6): {up:?}",
+            up.desired
+        );
+        eventually(Duration::from_secs(30), "6 pods running", || async {
+            Ok((player.running() == 6).then_some(()))
+        })
+        .await?;
+        // the HPA's own query, through kube-apiserver: every new pod served at its usage
+        check_pod_metrics(cp, ns, "app=web", 6, 150).await?;
+        let (at_150, _) = wait_scaling(&client, ns, "web", "HPA reads 150%", |s| {
+            s.utilization.is_some_and(|u| (145..=155).contains(&u))
+        })
+        .await?;
+        anyhow::ensure!(at_150.deployment_replicas == 6, "{at_150:?}");
+
+        player.set_cpu(10_000_000);
+        let (down, _) = wait_scaling(&client, ns, "web", "scale down at 10%", |s| {
+            s.deployment_replicas == 2
+        })
+        .await?;
+        anyhow::ensure!(
+            down.desired == 2,
+            "HPA desired {} (want 2): {down:?}",
+            down.desired
+        );
+        eventually(Duration::from_secs(30), "2 pods running", || async {
+            Ok((player.running() == 2).then_some(()))
+        })
+        .await?;
+        check_pod_metrics(cp, ns, "app=web", 2, 10).await?;
+        let (at_10, _) = wait_scaling(&client, ns, "web", "HPA reads 10% and holds 2", |s| {
+            s.utilization.is_some_and(|u| (9..=11).contains(&u)) && s.deployment_replicas == 2
+        })
+        .await?;
+        eprintln!("final: {at_10:?}");
+        workload::delete(&client, ns, "web").await;
+        drop(player);
+        stack.shutdown().await;
+        Ok(())
+    })
+    .await;
+}
+
+/// `GET /apis/metrics.k8s.io/v1beta1/namespaces/<ns>/pods?labelSelector=<selector>` through
+/// kube-apiserver (what the HPA asks) lists `count` pods, each at `milli` CPU (within 1%).
+async fn check_pod_metrics(
+    cp: &ControlPlane,
+    ns: &str,
+    selector: &str,
+    count: usize,
+    milli: u64,
+) -> anyhow::Result<()> {
+    let path =
+        format!("/apis/metrics.k8s.io/v1beta1/namespaces/{ns}/pods?labelSelector={selector}");
+    eventually(
+        Duration::from_secs(30),
+        &format!("{path} to list {count} pods at {milli}m"),
+        || async {
+            let list: serde_json::Value =
+                serde_json::from_str(&cp.kubectl_ok(&["get", "--raw", &path]).await?)?;
+            let items = list["items"].as_array().cloned().unwrap_or_default();
+            anyhow::ensure!(items.len() == count, "{} pods listed: {list}", items.len());
+            for item in &items {
+                let cpu = parse_cpu(
+                    item["containers"][0]["usage"]["cpu"]
+                        .as_str()
+                        .unwrap_or_default(),
+                )?;
+                anyhow::ensure!(
+                    within_1pct(cpu, milli * 1_000_000),
+                    "{}: cpu {cpu}n, want {milli}m",
+                    item["metadata"]["name"]
+                );
+            }
+            Ok(Some(()))
+        },
+    )
+    .await
+}
+
+/// Scenario 4: both replicas sit behind the forwarder (the APIService's "Service") and each
+/// serves every node; with replica 0 stopped the HPA still scales up, and with replica 0 back
+/// and replica 1 stopped it still scales down.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hpa_keeps_scaling_while_one_replica_is_down() {
+    with_control_plane("hpa_replica_down", |cp| async move {
+        let mut stack = MetricsStack::start(
+            cp,
+            StackOptions {
+                node_prefix: "ha-node-".into(),
+                ..StackOptions::default()
+            },
+        )
+        .await?;
+        let client = stack.client.clone();
+        stack.wait_available(Duration::from_secs(90)).await?;
+        let nodes_path = "/apis/metrics.k8s.io/v1beta1/nodes";
+        for i in 0..2 {
+            let stack = &stack;
+            eventually(
+                Duration::from_secs(30),
+                &format!("replica {i} to serve every node"),
+                || async {
+                    let body = stack.replica_get_json(cp, i, nodes_path).await?;
+                    let n = body["items"].as_array().map_or(0, Vec::len);
+                    Ok((n == 3).then_some(()))
+                },
+            )
+            .await?;
+        }
+        let ns = "hpa-replica-down";
+        let player = start_workload(&stack, ns).await?;
+
+        // replica 0 goes away (its sockets with it); the forwarder fails over to replica 1
+        stack.cluster.stop_replica(0).await;
+        stack.forwarder.sever(0);
+        let before = stack.forwarder.answered_bytes();
+        let (up, _) = wait_scaling(&client, ns, "web", "scale up with replica 0 down", |s| {
+            s.deployment_replicas == 6
+        })
+        .await?;
+        anyhow::ensure!(up.desired == 6, "{up:?}");
+        check_pod_metrics(cp, ns, "app=web", 6, 150).await?;
+        let after = stack.forwarder.answered_bytes();
+        anyhow::ensure!(
+            after[0] == before[0] && after[1] > before[1],
+            "with replica 0 down only replica 1 may answer (bytes answered {before:?} → {after:?})"
+        );
+
+        // replica 0 back, replica 1 away
+        // (its old sockets may take a few seconds to go: retry the start a while)
+        let mut restarted = stack.cluster.start_replica(0).await;
+        for _ in 0..10 {
+            if restarted.is_ok() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            restarted = stack.cluster.start_replica(0).await;
+        }
+        restarted?;
+        {
+            let stack = &stack;
+            eventually(
+                Duration::from_secs(30),
+                "restarted replica 0 to serve every node",
+                || async {
+                    let body = stack.replica_get_json(cp, 0, nodes_path).await?;
+                    let n = body["items"].as_array().map_or(0, Vec::len);
+                    Ok((n == 3).then_some(()))
+                },
+            )
+            .await?;
+        }
+        stack.cluster.stop_replica(1).await;
+        stack.forwarder.sever(1);
+        let before = stack.forwarder.answered_bytes();
+        player.set_cpu(10_000_000);
+        let (down, _) = wait_scaling(&client, ns, "web", "scale down with replica 1 down", |s| {
+            s.deployment_replicas == 2
+        })
+        .await?;
+        anyhow::ensure!(down.desired == 2, "{down:?}");
+        check_pod_metrics(cp, ns, "app=web", 2, 10).await?;
+        let after = stack.forwarder.answered_bytes();
+        anyhow::ensure!(
+            after[1] == before[1] && after[0] > before[0],
+            "with replica 1 down only replica 0 may answer (bytes answered {before:?} → {after:?})"
+        );
+        eprintln!(
+            "through the forwarder: connections {:?}, bytes answered {after:?}",
+            stack.forwarder.connections()
+        );
+        workload::delete(&client, ns, "web").await;
+        drop(player);
         stack.shutdown().await;
         Ok(())
     })

@@ -8,12 +8,15 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::{AbortHandle, JoinHandle};
 
 struct Backend {
     addr: SocketAddr,
     connections: AtomicU64,
+    /// Bytes the backend sent back (answers), so a test can tell who served.
+    answered: Arc<AtomicU64>,
     open: Mutex<Vec<AbortHandle>>,
 }
 
@@ -37,6 +40,7 @@ impl Forwarder {
                 .map(|a| Backend {
                     addr: *a,
                     connections: AtomicU64::new(0),
+                    answered: Arc::new(AtomicU64::new(0)),
                     open: Mutex::new(Vec::new()),
                 })
                 .collect(),
@@ -72,6 +76,14 @@ impl Forwarder {
             .collect()
     }
 
+    /// Bytes each backend has answered so far.
+    pub fn answered_bytes(&self) -> Vec<u64> {
+        self.backends
+            .iter()
+            .map(|b| b.answered.load(Ordering::Relaxed))
+            .collect()
+    }
+
     /// Cuts every open connection to backend `i` (as when its pod dies: its sockets go too).
     pub fn sever(&self, i: usize) {
         for handle in self.backends[i]
@@ -94,7 +106,7 @@ impl Drop for Forwarder {
     }
 }
 
-async fn forward(mut client: TcpStream, backends: &Arc<Vec<Backend>>, first: usize) {
+async fn forward(client: TcpStream, backends: &Arc<Vec<Backend>>, first: usize) {
     let n = backends.len();
     for k in 0..n {
         let i = (first + k) % n;
@@ -106,9 +118,33 @@ async fn forward(mut client: TcpStream, backends: &Arc<Vec<Backend>>, first: usi
         };
         let _ = upstream.set_nodelay(true);
         let _ = client.set_nodelay(true);
+        let mut client = client;
         backend.connections.fetch_add(1, Ordering::Relaxed);
+        let answered = backend.answered.clone();
         let task = tokio::spawn(async move {
-            let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+            let (mut client_read, mut client_write) = client.split();
+            let (mut upstream_read, mut upstream_write) = upstream.split();
+            let requests = async {
+                let _ = tokio::io::copy(&mut client_read, &mut upstream_write).await;
+                let _ = upstream_write.shutdown().await;
+            };
+            let answers = async {
+                let mut buf = vec![0u8; 16 * 1024];
+                loop {
+                    match upstream_read.read(&mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => {
+                            answered.fetch_add(n as u64, Ordering::Relaxed);
+                            if client_write.write_all(&buf[..n]).await.is_err() {
+                                break;
+                            }
+                        }
+                    }
+                }
+                let _ = client_write.shutdown().await;
+            };
+            // each direction ends with its side's EOF, passed on as a shutdown
+            tokio::join!(requests, answers);
         });
         {
             let mut open = backend.open.lock().unwrap_or_else(|p| p.into_inner());

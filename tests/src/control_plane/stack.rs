@@ -74,6 +74,35 @@ pub struct MetricsStack {
     pub nodes: Vec<String>,
     /// Whether the replicas run in Kubernetes mode.
     pub kubernetes_mode: bool,
+    leftovers: NodeCleanup,
+}
+
+/// Deletes the stack's Node objects with kubectl if the stack is dropped without
+/// [`MetricsStack::shutdown`] (a failed test), so later tests on a shared control plane do not
+/// see them.
+struct NodeCleanup {
+    kubectl: std::path::PathBuf,
+    kubeconfig: std::path::PathBuf,
+    nodes: Vec<String>,
+}
+
+impl Drop for NodeCleanup {
+    fn drop(&mut self) {
+        if self.nodes.is_empty() {
+            return;
+        }
+        let _ = std::process::Command::new(&self.kubectl)
+            .arg(format!("--kubeconfig={}", self.kubeconfig.display()))
+            .args([
+                "delete",
+                "node",
+                "--wait=false",
+                "--ignore-not-found",
+                "--request-timeout=10s",
+            ])
+            .args(&self.nodes)
+            .output();
+    }
 }
 
 impl MetricsStack {
@@ -123,9 +152,47 @@ impl MetricsStack {
             cluster,
             forwarder,
             client,
+            leftovers: NodeCleanup {
+                kubectl: cp.binaries.kubectl.clone(),
+                kubeconfig: cp.kubeconfig.clone(),
+                nodes: nodes.clone(),
+            },
             nodes,
             kubernetes_mode,
         })
+    }
+
+    /// A client straight to replica `i` (not through kube-apiserver), as admin: the cluster CA
+    /// verifies the replica, the admin certificate (`system:masters`) authenticates.
+    pub async fn replica_client(
+        &self,
+        cp: &ControlPlane,
+        i: usize,
+    ) -> anyhow::Result<kube::Client> {
+        let kubeconfig = kube::config::Kubeconfig::read_from(&cp.kubeconfig)?;
+        let mut config = kube::Config::from_custom_kubeconfig(
+            kubeconfig,
+            &kube::config::KubeConfigOptions::default(),
+        )
+        .await?;
+        config.cluster_url = format!("https://{}", self.cluster.replicas[i].https).parse()?;
+        config.tls_server_name = Some("localhost".to_owned());
+        Ok(kube::Client::try_from(config)?)
+    }
+
+    /// GET `path` from replica `i` directly (see [`MetricsStack::replica_client`]), as JSON.
+    pub async fn replica_get_json(
+        &self,
+        cp: &ControlPlane,
+        i: usize,
+        path: &str,
+    ) -> anyhow::Result<serde_json::Value> {
+        let client = self.replica_client(cp, i).await?;
+        let body = client
+            .request_text(http::Request::get(path).body(Vec::new())?)
+            .await
+            .with_context(|| format!("GET {path} from replica {i}"))?;
+        Ok(serde_json::from_str(&body)?)
     }
 
     /// Waits until both APIServices report `Available=True`; the error shows their conditions.
@@ -217,8 +284,9 @@ impl MetricsStack {
     }
 
     /// Stops agents and replicas, deletes the Node objects and the agent pods.
-    pub async fn shutdown(self) {
+    pub async fn shutdown(mut self) {
         objects::delete_nodes(&self.client, &self.nodes).await;
+        self.leftovers.nodes.clear();
         let pods = Api::<k8s_openapi::api::core::v1::Pod>::namespaced(
             self.client.clone(),
             agent_identity::NAMESPACE,

@@ -143,7 +143,8 @@ pub struct Config {
     #[arg(long, env = "KUBEPULSE_AGENT_MAX_BACKOFF", default_value = "10s", value_parser = parse_duration, help_heading = "Aggregators")]
     pub max_backoff: Duration,
 
-    /// Address of the health endpoint (/healthz, /readyz); port 0 picks a free port.
+    /// Address of the plain-HTTP operations endpoint: /healthz, /readyz and /metrics (self-metrics);
+    /// port 0 picks a free port.
     #[arg(
         long,
         env = "KUBEPULSE_AGENT_HEALTH_ADDRESS",

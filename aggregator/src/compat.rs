@@ -259,6 +259,26 @@ mod tests {
     }
 
     #[test]
+    fn the_aggregator_starts_with_metrics_server_manifest_arguments() {
+        // manifests/base/deployment.yaml of metrics-server v0.9.0, as is
+        let config = crate::Config::try_parse_from([
+            "kubepulse-aggregator",
+            "--standalone",
+            "--cert-dir=/tmp",
+            "--secure-port=10250",
+            "--kubelet-preferred-address-types=InternalIP,ExternalIP,Hostname",
+            "--kubelet-use-node-status-port",
+            "--metric-resolution=15s",
+            "--logging-format=json",
+        ])
+        .unwrap();
+        assert_eq!(config.validate(), Ok(()));
+        assert_eq!(config.secure_port, 10250);
+        assert_eq!(config.log_format, crate::telemetry::LogFormat::Json);
+        assert_eq!(config.metrics_server.ignored().len(), 3);
+    }
+
+    #[test]
     fn flags_unsafe_to_drop_are_refused() {
         for flag in [
             "--tls-min-version=VersionTLS12",

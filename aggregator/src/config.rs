@@ -384,9 +384,10 @@ pub struct Config {
     #[arg(long, env = "KUBEPULSE_AGGREGATOR_NODE_TTL_MIN", default_value = "30s", value_parser = parse_duration, help_heading = "Freshness")]
     pub node_ttl_min: Duration,
 
-    /// Log format: text or json.
+    /// Log format: text or json (also as metrics-server's --logging-format).
     #[arg(
         long,
+        visible_alias = "logging-format",
         env = "KUBEPULSE_AGGREGATOR_LOG_FORMAT",
         default_value = "text",
         help_heading = "Logging"
@@ -400,6 +401,10 @@ pub struct Config {
         help_heading = "Logging"
     )]
     pub log_level: String,
+
+    /// metrics-server flags accepted and ignored (logged at start).
+    #[command(flatten)]
+    pub metrics_server: crate::compat::MetricsServerFlags,
 }
 
 impl Config {

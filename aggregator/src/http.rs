@@ -4,7 +4,8 @@
 //! `kubepulse_aggregator_core::encode`. Built by [`router`], so tests drive it without a
 //! socket.
 //!
-//! Layers, outermost first: the request log (DEBUG, `kubepulse_aggregator::http`: method,
+//! Layers, outermost first: request counts and latency for `/metrics` ([`crate::metrics`]),
+//! the request log (DEBUG, `kubepulse_aggregator::http`: method,
 //! path, user, `Accept`, status, `Content-Type`), `pretty` indentation of JSON answers, and
 //! in Kubernetes mode the delegated authentication and authorization of [`crate::auth`].
 
@@ -48,6 +49,9 @@ pub struct AppState {
     pub openapi: Arc<OpenApi>,
     /// Delegated authentication and authorization (Kubernetes mode; `None` standalone).
     pub auth: Option<Arc<Auth>>,
+    /// The Kubernetes API (Kubernetes mode), for `explain` to look up a pod the watch of
+    /// Running pods does not list.
+    pub kube: Option<kube::Client>,
 }
 
 impl AppState {
@@ -60,6 +64,7 @@ impl AppState {
             node_selector: None,
             openapi: Arc::new(OpenApi::build(&build_version())),
             auth: None,
+            kube: None,
         }
     }
 }
@@ -77,6 +82,8 @@ pub fn router(state: AppState) -> Router {
         .route("/pods", any(list_pods_all))
         .route("/namespaces/{namespace}/pods", any(list_pods_in))
         .route("/namespaces/{namespace}/pods/{name}", any(get_pod))
+        .route("/nodes/{name}/explain", any(explain::node))
+        .route("/namespaces/{namespace}/pods/{name}/explain", any(explain::pod))
         .fallback(group_not_found);
     let routes = Router::new()
         .route("/apis", get(api_group_list))
@@ -85,6 +92,7 @@ pub fn router(state: AppState) -> Router {
         .route("/apis/metrics.k8s.io/{version}", get(resource_list))
         .nest("/apis/metrics.k8s.io/{version}", metrics)
         .route("/version", get(version))
+        .route("/metrics", get(crate::metrics::handler))
         .route("/openapi/v2", get(openapi_v2))
         .route("/openapi/v3", get(openapi_v3_index))
         .route("/openapi/v3/{*path}", get(openapi_v3))
@@ -101,6 +109,10 @@ pub fn router(state: AppState) -> Router {
     routes
         .layer(middleware::from_fn(pretty))
         .layer(middleware::from_fn(log_request))
+        .layer(middleware::from_fn_with_state(
+            state.auth.is_some(),
+            crate::metrics::observe_request,
+        ))
 }
 
 fn now() -> Timestamp {
@@ -568,6 +580,8 @@ async fn log_request(request: HttpRequest, next: Next) -> Response {
     );
     response
 }
+
+mod explain;
 
 #[cfg(test)]
 mod tests;

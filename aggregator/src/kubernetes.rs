@@ -46,6 +46,7 @@ where
     };
 
     let meta = MetaPublished::new();
+    let explain_client = api.clone();
     tokio::spawn(watch::run(api, meta.clone(), stop()));
 
     let trust = auth::source::start(config, &authn_client, stop()).await?;
@@ -79,6 +80,7 @@ where
         node_selector: (!node_selector.is_empty()).then(|| Arc::new(node_selector)),
         openapi: Arc::new(OpenApi::build(&http::build_version())),
         auth: Some(auth),
+        kube: Some(explain_client),
     };
     Ok((health, state))
 }

@@ -10,12 +10,14 @@
 //!   [`kubernetes`]: the wiring of that mode (clients, watches, auth);
 //! - [`tls`]: serving certificates and the HTTPS accept loop; [`bootstrap`]: the in-cluster
 //!   serving CA (Secret), its certificate, and the CA bundle for agents and APIServices;
-//! - [`config`] and [`telemetry`]: flags, logs and named events.
+//! - [`config`] and [`telemetry`]: flags, logs and named events; [`compat`]: metrics-server
+//!   flags accepted and ignored; [`metrics`]: the self-metrics on `/metrics`.
 //!
 //! [`run`] is what `main` and the tests call: it takes bound listeners and a shutdown future.
 
 pub mod auth;
 pub mod bootstrap;
+pub mod compat;
 pub mod config;
 pub mod health;
 pub mod http;
@@ -71,6 +73,9 @@ pub async fn run(
     listeners: Listeners,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    for ignored in config.metrics_server.ignored() {
+        telemetry::flag_ignored(&ignored);
+    }
     let bootstrapped = match bootstrap::Settings::from_config(&config) {
         Some(settings) => Some(bootstrap::start(settings, &config).await?),
         None => None,

@@ -37,6 +37,16 @@ pub enum IngestError {
     Stream,
 }
 
+/// A metrics-server flag was given that means nothing here (one WARN per flag, at start).
+pub fn flag_ignored(ignored: &crate::compat::Ignored) {
+    tracing::warn!(
+        flag = ignored.flag,
+        value = %ignored.value,
+        why = ignored.why,
+        "ignoring a metrics-server flag"
+    );
+}
+
 /// An agent stream said hello.
 pub fn stream_opened(node: &NodeName, epoch: u64, remote: &str) {
     metrics::get().streams_connected.inc();

@@ -83,7 +83,10 @@ pub fn router(state: AppState) -> Router {
         .route("/namespaces/{namespace}/pods", any(list_pods_in))
         .route("/namespaces/{namespace}/pods/{name}", any(get_pod))
         .route("/nodes/{name}/explain", any(explain::node))
-        .route("/namespaces/{namespace}/pods/{name}/explain", any(explain::pod))
+        .route(
+            "/namespaces/{namespace}/pods/{name}/explain",
+            any(explain::pod),
+        )
         .fallback(group_not_found);
     let routes = Router::new()
         .route("/apis", get(api_group_list))

@@ -6,7 +6,8 @@
 //!   on `PATH`; every line must exit 0;
 //! - `demo`: this test runs the demo (`scripts/demo.sh`, what `make demo` runs after building;
 //!   here with the debug binaries) and, while it runs, every line of the block that is not a
-//!   `make` target; the demo must exit 0 (kubectl listed every simulated pod);
+//!   `make` target; the demo must exit 0 (kubectl listed every simulated pod), and its agents
+//!   must not have logged per poll;
 //! - `kube-apiserver`: `tests/tests/explain.rs` runs each line verbatim against a real
 //!   kube-apiserver holding the README's example objects;
 //! - `ci`: `make test`, which `.ci/run` runs;
@@ -217,6 +218,19 @@ fn readme_demo_commands_run_while_the_demo_runs() {
         String::from_utf8_lossy(&finished.stdout),
         String::from_utf8_lossy(&finished.stderr)
     );
+    // no per-poll noise: 45 s of one read per second leave a handful of lines per agent
+    for entry in std::fs::read_dir(root.join("target/demo/logs")).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        if !name.starts_with("agent-") {
+            continue;
+        }
+        let log = std::fs::read_to_string(&path).unwrap();
+        assert!(
+            log.lines().count() <= 12,
+            "{name} logs per poll at INFO:\n{log}"
+        );
+    }
 }
 
 /// `bash -c command` from `root`, the workspace binaries first on `PATH`.

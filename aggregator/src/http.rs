@@ -360,17 +360,14 @@ fn list_pods(
         Ok(encode::pod_list(&items, req.version, &req.format, now()))
     });
     match streamed {
-        Some((version, labels, fields)) => {
-            let meta = state.meta.as_ref().map(|m| m.view());
-            stream_pod_list(
-                state.published.view(),
-                meta,
-                namespace,
-                version,
-                labels,
-                fields,
-            )
-        }
+        Some((version, labels, fields)) => stream_pod_list(
+            state.published.view(),
+            state.meta.as_ref().map(|m| m.view()),
+            namespace,
+            version,
+            labels,
+            fields,
+        ),
         None => response,
     }
 }

@@ -9,7 +9,8 @@
 //!   reads our OpenAPI;
 //! - a user without RBAC gets 403 through kube-apiserver; a request that bypasses
 //!   kube-apiserver with an untrusted client certificate is refused with 401 (the x509 reason
-//!   logged), without any certificate it is anonymous and forbidden;
+//!   logged), without any certificate it is anonymous and forbidden; a front-proxy CA added
+//!   to the `extension-apiserver-authentication` ConfigMap is trusted without a restart;
 //! - the HPA controller asks for protobuf and gets it (seen in the aggregator's request log).
 //!
 //! Without the binaries the test prints SKIP, except under `CI=true` where it fails.
@@ -287,6 +288,43 @@ async fn scenario(cp: &'static ControlPlane) -> anyhow::Result<()> {
         code == 200,
         "kube-apiserver's own front-proxy certificate: {code}"
     );
+
+    // front-proxy CA rotation: a new CA added to the ConfigMap is trusted without a restart
+    let rotated_ca = Ca::new("rotated-front-proxy-ca")?;
+    let rotated = rotated_ca.client("front-proxy-client", &[])?;
+    let (code, _) = direct_get(replica, &ca, list, Some(&rotated), &masters).await?;
+    anyhow::ensure!(code == 401, "a CA not yet in the ConfigMap: {code}");
+    let configmaps: kube::Api<k8s_openapi::api::core::v1::ConfigMap> =
+        kube::Api::namespaced(cp.client().await?, "kube-system");
+    let mut auth = configmaps.get("extension-apiserver-authentication").await?;
+    let data = auth.data.get_or_insert_with(Default::default);
+    let bundle = data
+        .get("requestheader-client-ca-file")
+        .cloned()
+        .ok_or_else(|| anyhow::anyhow!("no requestheader-client-ca-file in the ConfigMap"))?;
+    data.insert(
+        "requestheader-client-ca-file".into(),
+        format!("{}\n{}", bundle.trim_end(), rotated_ca.cert_pem()),
+    );
+    configmaps
+        .replace(
+            "extension-apiserver-authentication",
+            &Default::default(),
+            &auth,
+        )
+        .await?;
+    eventually(
+        Duration::from_secs(30),
+        "the rotated front-proxy CA is trusted",
+        || async {
+            let (code, body) = direct_get(replica, &ca, list, Some(&rotated), &masters).await?;
+            anyhow::ensure!(code == 200, "rotated CA: {code} {body}");
+            Ok(Some(()))
+        },
+    )
+    .await?;
+    let (code, _) = direct_get(replica, &ca, list, Some(&front_proxy), &masters).await?;
+    anyhow::ensure!(code == 200, "the old CA still in the bundle: {code}");
 
     // the HPA controller reads pod metrics in protobuf
     text(&[

@@ -55,6 +55,8 @@ pub struct ControlPlane {
     /// Keep `dir` when dropped (also with `KEEP_CONTROL_PLANE=1`).
     pub keep_dir: bool,
     procs: Mutex<Vec<Proc>>,
+    /// kube-apiserver's arguments, to start it again after [`ControlPlane::stop_kube_apiserver`].
+    apiserver_args: Vec<String>,
     started: Instant,
 }
 
@@ -83,6 +85,14 @@ impl Default for Timeouts {
 enum StartError {
     PortTaken(anyhow::Error),
     Other(anyhow::Error),
+}
+
+impl StartError {
+    fn into_error(self) -> anyhow::Error {
+        match self {
+            StartError::PortTaken(e) | StartError::Other(e) => e,
+        }
+    }
 }
 
 impl ControlPlane {
@@ -144,6 +154,7 @@ impl ControlPlane {
             dir: dir.to_owned(),
             keep_dir: true,
             procs: Mutex::new(Vec::new()),
+            apiserver_args: Vec::new(),
             started,
         };
         let log = |name: &str| dir.join("logs").join(format!("{name}.log"));
@@ -180,35 +191,36 @@ impl ControlPlane {
 
         // kube-apiserver
         let p = pki;
+        cp.apiserver_args = vec![
+            format!("--etcd-servers={client}"),
+            "--endpoint-reconciler-type=none".into(),
+            "--bind-address=127.0.0.1".into(),
+            "--advertise-address=127.0.0.1".into(),
+            format!("--secure-port={api_port}"),
+            p.flag("tls-cert-file", "apiserver.crt"),
+            p.flag("tls-private-key-file", "apiserver.key"),
+            p.flag("client-ca-file", "ca.crt"),
+            "--service-account-issuer=https://kubernetes.default.svc".into(),
+            "--service-cluster-ip-range=10.0.0.0/24".into(),
+            p.flag("service-account-key-file", "sa.pub"),
+            p.flag("service-account-signing-key-file", "sa.key"),
+            "--authorization-mode=RBAC".into(),
+            "--disable-admission-plugins=ServiceAccount".into(),
+            p.flag("requestheader-client-ca-file", "front-proxy-ca.crt"),
+            "--requestheader-allowed-names=front-proxy-client".into(),
+            "--requestheader-username-headers=X-Remote-User".into(),
+            "--requestheader-group-headers=X-Remote-Group".into(),
+            "--requestheader-extra-headers-prefix=X-Remote-Extra-".into(),
+            p.flag("proxy-client-cert-file", "front-proxy-client.crt"),
+            p.flag("proxy-client-key-file", "front-proxy-client.key"),
+            "--enable-priority-and-fairness=false".into(),
+            "--max-requests-inflight=0".into(),
+            "--max-mutating-requests-inflight=0".into(),
+        ];
         cp.spawn(
             "kube-apiserver",
             &binaries.kube_apiserver,
-            &[
-                format!("--etcd-servers={client}"),
-                "--endpoint-reconciler-type=none".into(),
-                "--bind-address=127.0.0.1".into(),
-                "--advertise-address=127.0.0.1".into(),
-                format!("--secure-port={api_port}"),
-                p.flag("tls-cert-file", "apiserver.crt"),
-                p.flag("tls-private-key-file", "apiserver.key"),
-                p.flag("client-ca-file", "ca.crt"),
-                "--service-account-issuer=https://kubernetes.default.svc".into(),
-                "--service-cluster-ip-range=10.0.0.0/24".into(),
-                p.flag("service-account-key-file", "sa.pub"),
-                p.flag("service-account-signing-key-file", "sa.key"),
-                "--authorization-mode=RBAC".into(),
-                "--disable-admission-plugins=ServiceAccount".into(),
-                p.flag("requestheader-client-ca-file", "front-proxy-ca.crt"),
-                "--requestheader-allowed-names=front-proxy-client".into(),
-                "--requestheader-username-headers=X-Remote-User".into(),
-                "--requestheader-group-headers=X-Remote-Group".into(),
-                "--requestheader-extra-headers-prefix=X-Remote-Extra-".into(),
-                p.flag("proxy-client-cert-file", "front-proxy-client.crt"),
-                p.flag("proxy-client-key-file", "front-proxy-client.key"),
-                "--enable-priority-and-fairness=false".into(),
-                "--max-requests-inflight=0".into(),
-                "--max-mutating-requests-inflight=0".into(),
-            ],
+            &cp.apiserver_args,
             &log("kube-apiserver"),
         )?;
         let client = cp.client().await.map_err(other)?;
@@ -463,6 +475,51 @@ impl ControlPlane {
     /// Seconds since start began.
     pub fn uptime(&self) -> Duration {
         self.started.elapsed()
+    }
+
+    /// Kills kube-apiserver (SIGKILL to its process group, as a crashed or evicted API server);
+    /// etcd and kube-controller-manager keep running. [`ControlPlane::start_kube_apiserver`]
+    /// brings it back on the same port.
+    pub fn stop_kube_apiserver(&self) -> anyhow::Result<()> {
+        let mut procs = self.procs.lock().unwrap_or_else(|p| p.into_inner());
+        let at = procs
+            .iter()
+            .position(|p| p.name == "kube-apiserver")
+            .context("kube-apiserver is not running")?;
+        procs.remove(at).kill();
+        Ok(())
+    }
+
+    /// Starts kube-apiserver again with its first arguments (same port, certificates and etcd)
+    /// and waits until `/readyz` answers; returns how long that took.
+    pub async fn start_kube_apiserver(&self, timeout: Duration) -> anyhow::Result<Duration> {
+        let begun = Instant::now();
+        {
+            let procs = self.procs.lock().unwrap_or_else(|p| p.into_inner());
+            anyhow::ensure!(
+                !procs.iter().any(|p| p.name == "kube-apiserver"),
+                "kube-apiserver is already running"
+            );
+        }
+        let log = self.dir.join("logs").join("kube-apiserver.log");
+        self.spawn(
+            "kube-apiserver",
+            &self.binaries.kube_apiserver,
+            &self.apiserver_args,
+            &log,
+        )
+        .map_err(StartError::into_error)?;
+        let client = self.client().await?;
+        self.wait_for("kube-apiserver /readyz after a restart", timeout, || {
+            let client = client.clone();
+            async move {
+                let req = http::Request::get("/readyz").body(Vec::new())?;
+                Ok(client.request_text(req).await.ok().map(|_| ()))
+            }
+        })
+        .await
+        .map_err(StartError::into_error)?;
+        Ok(begun.elapsed())
     }
 
     /// Kills every process (also done on drop).

@@ -490,6 +490,138 @@ async fn unreachable_api_server_watches_resume_and_labels_stay_right() {
     .await;
 }
 
+/// Scenario: the real kube-apiserver process is killed and started again (same port, etcd
+/// kept). While it is down the aggregator keeps answering (straight to the replica, as
+/// `system:masters` by client certificate) with the labels last known; once it is back the
+/// Pod watch resumes, and a label changed after the restart is served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restarted_kube_apiserver_watches_resume_and_labels_stay_right() {
+    with_control_plane(
+        "restarted_kube_apiserver_watches_resume_and_labels_stay_right",
+        |cp| async move {
+            if !kubepulse_tests::control_plane::stack::aggregator_has_kubernetes_mode() {
+                eprintln!(
+                    "SKIP: labels come from the Pod watch of the Kubernetes mode, not built here"
+                );
+                return Ok(());
+            }
+            let stack = MetricsStack::start(
+                cp,
+                StackOptions {
+                    node_prefix: "faults-restart-node-".into(),
+                    nodes: 2,
+                    replicas: 1,
+                    ..StackOptions::default()
+                },
+            )
+            .await?;
+            stack.wait_available(Duration::from_secs(90)).await?;
+            let ns = "faults-restart";
+            let plans = stack.populate(&[ns], 2, 7).await?;
+            let selector = |app: &str| {
+                format!(
+                    "/apis/metrics.k8s.io/v1beta1/namespaces/{ns}/pods?labelSelector=app%3D{app}"
+                )
+            };
+            let moved = plans[0].name.clone();
+            let old_app = plans[0].labels.get("app").cloned().unwrap_or_default();
+            let new_app = "after-restart";
+            let with_app = |app: &str, relabelled: bool| -> BTreeSet<String> {
+                plans
+                    .iter()
+                    .filter(|p| {
+                        let current = if relabelled && p.name == moved {
+                            new_app.to_owned()
+                        } else {
+                            p.labels.get("app").cloned().unwrap_or_default()
+                        };
+                        current == app
+                    })
+                    .map(|p| p.name.clone())
+                    .collect()
+            };
+            let direct = |app: String| {
+                let stack = &stack;
+                async move {
+                    let list = stack.replica_get_json(cp, 0, &selector(&app)).await?;
+                    anyhow::Ok(names(&list).into_iter().collect::<BTreeSet<String>>())
+                }
+            };
+            eventually(
+                Duration::from_secs(60),
+                "the pods served with their labels",
+                || async {
+                    Ok((direct(old_app.clone()).await? == with_app(&old_app, false)).then_some(()))
+                },
+            )
+            .await?;
+
+            cp.stop_kube_apiserver()?;
+            let stopped = Instant::now();
+            let mut during = 0;
+            while stopped.elapsed() < Duration::from_secs(8) {
+                let now = direct(old_app.clone()).await?;
+                anyhow::ensure!(
+                    now == with_app(&old_app, false),
+                    "with kube-apiserver down, app={old_app} served {now:?}"
+                );
+                during += 1;
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+            let ready_in = cp.start_kube_apiserver(Duration::from_secs(90)).await?;
+            let client = cp.client().await?;
+            let pods = kube::Api::<k8s_openapi::api::core::v1::Pod>::namespaced(client.clone(), ns);
+            pods.patch(
+                &moved,
+                &kube::api::PatchParams::default(),
+                &kube::api::Patch::Merge(
+                    serde_json::json!({"metadata": {"labels": {"app": new_app}}}),
+                ),
+            )
+            .await?;
+            let patched = Instant::now();
+            let caught_up = eventually(
+                Duration::from_secs(90),
+                "the new label served after the restart",
+                || async {
+                    let old_now = direct(old_app.clone()).await?;
+                    let new_now = direct(new_app.to_owned()).await?;
+                    anyhow::ensure!(
+                        old_now == with_app(&old_app, false) || old_now == with_app(&old_app, true),
+                        "app={old_app} served {old_now:?}"
+                    );
+                    Ok(
+                        (new_now == with_app(new_app, true) && old_now == with_app(&old_app, true))
+                            .then(|| patched.elapsed()),
+                    )
+                },
+            )
+            .await?;
+            // and through the restarted kube-apiserver again
+            eventually(
+                Duration::from_secs(90),
+                "the Metrics API through the restarted kube-apiserver",
+                || async {
+                    let list = api_get(&client, &selector(new_app)).await?;
+                    Ok((names(&list).into_iter().collect::<BTreeSet<String>>()
+                        == with_app(new_app, true))
+                    .then_some(()))
+                },
+            )
+            .await?;
+            eprintln!(
+                "{during} answers with the last known labels while kube-apiserver was down 8 s; \
+             it was ready {:.1}s after its start; a label patched after that served {:.1}s later",
+                ready_in.as_secs_f64(),
+                caught_up.as_secs_f64()
+            );
+            stack.shutdown().await;
+            Ok(())
+        },
+    )
+    .await;
+}
+
 // === in process: network and clocks ===
 
 /// Scenario: the agent ↔ aggregator connection is cut (a TCP proxy between them closes every

@@ -181,6 +181,9 @@ pub async fn start(
             .cloned()
             .ok_or_else(|| anyhow::anyhow!("{name} not built"))
     };
+    // absolute: the kubeconfig names its certificates by path, and kubectl resolves relative
+    // ones against the kubeconfig's folder, not the working directory
+    let dir = &std::path::absolute(dir)?;
     // a fresh etcd: Node objects of an earlier run would be in the way
     let _ = std::fs::remove_dir_all(dir.join("etcd"));
     std::fs::create_dir_all(dir)?;

@@ -27,6 +27,8 @@ pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; cha
 pub struct Metrics {
     /// Kubelet reads by `result` (`ok`, `failed`, `unusable`).
     pub kubelet_reads: Family<Labels, Counter>,
+    /// Kubelet reads whose body repeated the last one decoded (not decoded again).
+    pub kubelet_bodies_repeated: Counter,
     /// Duration of kubelet reads (request and body), seconds.
     pub kubelet_read_duration: Histogram,
     /// Kubelet body lines that could not be decoded.
@@ -75,6 +77,7 @@ impl Metrics {
             kubelet_read_duration: Histogram::new([
                 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
             ]),
+            kubelet_bodies_repeated: Counter::default(),
             decode_issues: Counter::default(),
             pods_served: Gauge::default(),
             pods_held_back: Gauge::default(),
@@ -99,6 +102,11 @@ impl Metrics {
             "kubelet_reads",
             "Kubelet /metrics/resource reads by result (ok; failed: no answer or an error status; unusable: an answer without usable samples)",
             m.kubelet_reads.clone(),
+        );
+        r.register(
+            "kubelet_bodies_repeated",
+            "Kubelet reads whose body had the bytes of the last one decoded, so it was not decoded again (the kubelet refreshes its stats every 10-15 s)",
+            m.kubelet_bodies_repeated.clone(),
         );
         r.register_with_unit(
             "kubelet_read_duration",
@@ -178,15 +186,17 @@ mod tests {
         let before = super::render();
         telemetry::kubelet_read(ReadResult::Ok, Duration::from_millis(3));
         telemetry::kubelet_read(ReadResult::Failed, Duration::from_millis(3));
+        telemetry::body_repeated(ReadResult::Ok, Duration::from_millis(2));
         telemetry::message_sent("delta", 40);
         let after = super::render();
         for (series, delta) in [
-            ("kubepulse_agent_kubelet_reads_total{result=\"ok\"}", 1.0),
+            ("kubepulse_agent_kubelet_reads_total{result=\"ok\"}", 2.0),
             (
                 "kubepulse_agent_kubelet_reads_total{result=\"failed\"}",
                 1.0,
             ),
-            ("kubepulse_agent_kubelet_read_duration_seconds_count", 2.0),
+            ("kubepulse_agent_kubelet_bodies_repeated_total", 1.0),
+            ("kubepulse_agent_kubelet_read_duration_seconds_count", 3.0),
             ("kubepulse_agent_messages_sent_total{kind=\"delta\"}", 1.0),
             ("kubepulse_agent_sent_bytes_total", 40.0),
         ] {

@@ -36,6 +36,13 @@ pub fn kubelet_read(result: ReadResult, took: Duration) {
     m.kubelet_read_duration.observe(took.as_secs_f64());
 }
 
+/// A kubelet read returned the bytes of the last body decoded, which is not decoded again; it
+/// counts with that body's `result`.
+pub fn body_repeated(result: ReadResult, took: Duration) {
+    kubelet_read(result, took);
+    metrics::get().kubelet_bodies_repeated.inc();
+}
+
 /// A kubelet read failed (logged on the transition from ok, then at debug level).
 pub fn scrape_failed(error: &str, first: bool) {
     if first {

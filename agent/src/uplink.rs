@@ -1,7 +1,8 @@
 //! Stage 3 of the agent: one gRPC stream to every aggregator replica. Each stream opens with a
 //! hello and a snapshot, then sends a delta only when the node's view changed (which happens
 //! only when the kubelet's sample timestamps advance), a status whenever the kubelet read
-//! status changes, and a heartbeat status at least every --heartbeat-interval. A resync
+//! status changes, and a heartbeat status after every --heartbeat-interval in which nothing
+//! else was sent (any message proves the stream alive). A resync
 //! request from the aggregator is answered with a fresh snapshot. A broken stream is retried
 //! with jittered exponential backoff; replica addresses come from a headless Service
 //! re-resolved periodically, or from an explicit list.
@@ -19,6 +20,7 @@ use kubepulse_proto::v1::{self, agent_message, aggregator_message};
 use rand::Rng as _;
 use tokio::sync::{mpsc, watch};
 use tokio::task::{JoinHandle, JoinSet};
+use tokio::time::Instant;
 use tonic::transport::{Certificate, ClientTlsConfig, Endpoint};
 
 use crate::Config;
@@ -262,6 +264,123 @@ fn status_message(seq: u64, status: &ScrapeStatus) -> v1::AgentMessage {
     )
 }
 
+/// One stream's sending side, without I/O: which messages each event calls for, and when the
+/// next heartbeat is due. Every instant is an argument.
+///
+/// A heartbeat proves the stream and the kubelet reads alive. Any message does that as well
+/// (the aggregators count a snapshot, a delta or an ok status as a fresh report), so a heartbeat
+/// goes out only after a full heartbeat period in which nothing else was sent: with the kubelet
+/// refreshing every 15 s and a 5 s period, a refresh period carries its delta and two
+/// heartbeats instead of three.
+struct Outbox {
+    encoder: StreamEncoder,
+    /// The last snapshot-or-delta sequence number sent.
+    seq: u64,
+    /// The view the aggregator holds from this stream.
+    sent_view: Arc<NodeView>,
+    /// The last kubelet read status the tick loop published.
+    read_status: ScrapeStatus,
+    /// The status the aggregator holds from this stream (heartbeats included: an overdue read
+    /// sends a not-ok heartbeat, and the next good read must then say ok again).
+    wire_status: ScrapeStatus,
+    /// When the tick loop last published a read.
+    last_read: Instant,
+    /// When the last message went out on this stream.
+    last_sent: Instant,
+    heartbeat: Duration,
+    poll_interval: Duration,
+}
+
+impl Outbox {
+    /// The stream's opening: hello, snapshot, status.
+    fn open(
+        heartbeat: Duration,
+        poll_interval: Duration,
+        hello: v1::Hello,
+        current: &TickOutput,
+        now: Instant,
+    ) -> (Self, [v1::AgentMessage; 3]) {
+        let mut encoder = StreamEncoder::new();
+        let snapshot = encoder.snapshot(&current.view);
+        let outbox = Self {
+            encoder,
+            seq: 0,
+            sent_view: current.view.clone(),
+            read_status: current.status.clone(),
+            wire_status: current.status.clone(),
+            last_read: now,
+            last_sent: now,
+            heartbeat,
+            poll_interval,
+        };
+        let opening = [
+            message(0, agent_message::Kind::Hello(hello)),
+            message(0, agent_message::Kind::Snapshot(snapshot)),
+            status_message(0, &outbox.wire_status),
+        ];
+        (outbox, opening)
+    }
+
+    /// The tick loop published a read: a delta if the view changed, a status if it differs
+    /// from the one the aggregator holds.
+    fn on_read(&mut self, current: &TickOutput, now: Instant) -> Vec<v1::AgentMessage> {
+        self.last_read = now;
+        let mut out = Vec::new();
+        if !Arc::ptr_eq(&current.view, &self.sent_view) {
+            let delta = diff(&self.sent_view, &current.view);
+            if !delta.is_empty() {
+                self.seq += 1;
+                let kind = if self.encoder.needs_snapshot() {
+                    agent_message::Kind::Snapshot(self.encoder.snapshot(&current.view))
+                } else {
+                    agent_message::Kind::Delta(self.encoder.delta(&delta))
+                };
+                out.push(message(self.seq, kind));
+            }
+            self.sent_view = current.view.clone();
+        }
+        if current.status != self.read_status {
+            self.read_status = current.status.clone();
+        }
+        if self.read_status != self.wire_status {
+            self.wire_status = self.read_status.clone();
+            out.push(status_message(self.seq, &self.wire_status));
+        }
+        self.sent(out, now)
+    }
+
+    /// When the next heartbeat is due: a full period after the last message sent.
+    fn heartbeat_due(&self) -> Instant {
+        self.last_sent + self.heartbeat
+    }
+
+    /// The heartbeat timer fired: a status if nothing was sent for a full period.
+    fn on_heartbeat_timer(&mut self, now: Instant) -> Vec<v1::AgentMessage> {
+        if now < self.heartbeat_due() {
+            return Vec::new();
+        }
+        let since_read = now.saturating_duration_since(self.last_read);
+        self.wire_status = heartbeat_status(&self.read_status, since_read, self.poll_interval);
+        let out = vec![status_message(self.seq, &self.wire_status)];
+        self.sent(out, now)
+    }
+
+    /// The aggregator asked for a resync: a fresh snapshot of what it should hold.
+    fn on_resync(&mut self, now: Instant) -> Vec<v1::AgentMessage> {
+        self.seq += 1;
+        let snapshot = self.encoder.snapshot(&self.sent_view);
+        let out = vec![message(self.seq, agent_message::Kind::Snapshot(snapshot))];
+        self.sent(out, now)
+    }
+
+    fn sent(&mut self, out: Vec<v1::AgentMessage>, now: Instant) -> Vec<v1::AgentMessage> {
+        if !out.is_empty() {
+            self.last_sent = now;
+        }
+        out
+    }
+}
+
 /// Runs one stream until it fails; returns why.
 async fn stream_once(
     settings: &StreamSettings,
@@ -298,8 +417,6 @@ async fn stream_once(
     };
     let mut client = IngestClient::new(channel);
     let (tx, rx) = mpsc::channel::<v1::AgentMessage>(64);
-    let mut encoder = StreamEncoder::new();
-    let mut seq = 0u64;
     let current = ticks.borrow_and_update().clone();
     let hello = v1::Hello {
         node_name: settings.node.to_string(),
@@ -308,16 +425,13 @@ async fn stream_once(
         agent_version: env!("CARGO_PKG_VERSION").to_owned(),
         token,
     };
-    let mut sent_view: Arc<NodeView> = current.view.clone();
-    let mut sent_status = current.status.clone();
-    let opening = [
-        message(0, agent_message::Kind::Hello(hello)),
-        message(
-            0,
-            agent_message::Kind::Snapshot(encoder.snapshot(&sent_view)),
-        ),
-        status_message(0, &sent_status),
-    ];
+    let (mut outbox, opening) = Outbox::open(
+        settings.heartbeat,
+        settings.poll_interval,
+        hello,
+        &current,
+        Instant::now(),
+    );
     for m in opening {
         record_sent(&m);
         if tx.send(m).await.is_err() {
@@ -336,48 +450,26 @@ async fn stream_once(
     *up = true;
     settings.streams_up.fetch_add(1, Ordering::Relaxed);
     telemetry::stream_up(endpoint);
-    let mut last_read = tokio::time::Instant::now();
-    let mut heartbeat = tokio::time::interval(settings.heartbeat);
-    heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    heartbeat.tick().await;
+    // the opening counts from here: the stream is up
+    outbox.last_read = Instant::now();
+    outbox.last_sent = outbox.last_read;
     loop {
         let out = tokio::select! {
             changed = ticks.changed() => {
                 if changed.is_err() {
                     return "agent stopping".to_owned();
                 }
-                last_read = tokio::time::Instant::now();
                 let current = ticks.borrow_and_update().clone();
-                let mut out = Vec::new();
-                if !Arc::ptr_eq(&current.view, &sent_view) {
-                    let delta = diff(&sent_view, &current.view);
-                    if !delta.is_empty() {
-                        seq += 1;
-                        let kind = if encoder.needs_snapshot() {
-                            agent_message::Kind::Snapshot(encoder.snapshot(&current.view))
-                        } else {
-                            agent_message::Kind::Delta(encoder.delta(&delta))
-                        };
-                        out.push(message(seq, kind));
-                    }
-                    sent_view = current.view.clone();
-                }
-                if current.status != sent_status {
-                    sent_status = current.status.clone();
-                    out.push(status_message(seq, &sent_status));
-                }
-                out
+                outbox.on_read(&current, Instant::now())
             }
-            _ = heartbeat.tick() => {
-                let status = heartbeat_status(&sent_status, last_read.elapsed(), settings.poll_interval);
-                vec![status_message(seq, &status)]
+            _ = tokio::time::sleep_until(outbox.heartbeat_due()) => {
+                outbox.on_heartbeat_timer(Instant::now())
             }
             msg = inbound.message() => match msg {
                 Ok(Some(msg)) => match msg.kind {
                     Some(aggregator_message::Kind::Resync(r)) => {
                         telemetry::resync(endpoint, &r.reason);
-                        seq += 1;
-                        vec![message(seq, agent_message::Kind::Snapshot(encoder.snapshot(&sent_view)))]
+                        outbox.on_resync(Instant::now())
                     }
                     Some(aggregator_message::Kind::Ack(_)) | None => Vec::new(),
                 },
@@ -397,6 +489,190 @@ async fn stream_once(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use kubepulse_model::{ContainerName, PodKey, PodView, Sample, Timestamp, Usage, Window};
+
+    const PERIOD: Duration = Duration::from_secs(5);
+    const POLL: Duration = Duration::from_secs(1);
+
+    /// A published read whose view has one pod at CPU `cpu`.
+    fn read(cpu: u64, status: &ScrapeStatus) -> TickOutput {
+        let sample = Sample {
+            usage: Usage {
+                cpu_nanocores: cpu,
+                memory_bytes: 1 << 20,
+            },
+            timestamp: Timestamp::from_millis(1_700_000_000_000 + cpu as i64),
+            window: Window(15_000_000_000),
+        };
+        let mut pod = PodView::default();
+        pod.containers
+            .insert(ContainerName::new("app").unwrap(), sample);
+        let mut view = NodeView::default();
+        view.pods.insert(PodKey::new("shop", "web-1").unwrap(), pod);
+        TickOutput {
+            view: Arc::new(view),
+            status: status.clone(),
+            ticks: 1,
+            warm: true,
+        }
+    }
+
+    fn ok() -> ScrapeStatus {
+        ScrapeStatus {
+            ok: true,
+            ..ScrapeStatus::default()
+        }
+    }
+
+    fn hello() -> v1::Hello {
+        v1::Hello {
+            node_name: "node-1".to_owned(),
+            ..v1::Hello::default()
+        }
+    }
+
+    /// The kinds of `messages`, in order.
+    fn kinds(messages: &[v1::AgentMessage]) -> Vec<&'static str> {
+        messages
+            .iter()
+            .map(|m| match &m.kind {
+                Some(agent_message::Kind::Hello(_)) => "hello",
+                Some(agent_message::Kind::Snapshot(_)) => "snapshot",
+                Some(agent_message::Kind::Delta(_)) => "delta",
+                Some(agent_message::Kind::Status(s)) if s.ok => "status",
+                Some(agent_message::Kind::Status(_)) => "status not ok",
+                None => "none",
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_opening_is_hello_snapshot_status() {
+        let t0 = Instant::now();
+        let (outbox, opening) = Outbox::open(PERIOD, POLL, hello(), &read(1, &ok()), t0);
+        assert_eq!(kinds(&opening), ["hello", "snapshot", "status"]);
+        assert!(opening.iter().all(|m| m.seq == 0));
+        assert_eq!(outbox.heartbeat_due(), t0 + PERIOD);
+    }
+
+    /// A 1 s poll, a kubelet refreshing every 15 s, the heartbeat timer firing every second
+    /// (the old fixed 5 s schedule included): only a full period without any message sends one.
+    #[test]
+    fn no_heartbeat_follows_a_delta_inside_the_period() {
+        let s = Duration::from_secs;
+        let t0 = Instant::now();
+        let (mut outbox, _) = Outbox::open(PERIOD, POLL, hello(), &read(1, &ok()), t0);
+        let mut current = read(1, &ok());
+        let mut sent = Vec::new();
+        for second in 1..=40u64 {
+            let now = t0 + s(second);
+            if second % 15 == 2 {
+                current = read(second, &ok()); // the kubelet refreshed
+            }
+            for m in outbox.on_read(&current, now) {
+                sent.push((second, kinds(&[m])[0]));
+            }
+            // the timer firing every second covers the old fixed schedule and the due times
+            for m in outbox.on_heartbeat_timer(now) {
+                sent.push((second, kinds(&[m])[0]));
+            }
+        }
+        let deltas: Vec<u64> = sent
+            .iter()
+            .filter(|(_, k)| *k == "delta")
+            .map(|(at, _)| *at)
+            .collect();
+        assert_eq!(deltas, [2, 17, 32]);
+        let mut last = 0;
+        for &(at, kind) in &sent {
+            if kind == "status" {
+                assert!(
+                    at >= last + PERIOD.as_secs(),
+                    "a heartbeat at {at}s, {}s after the message at {last}s: {sent:?}",
+                    at - last
+                );
+            }
+            last = at;
+        }
+        // one delta and two heartbeats per 15 s refresh
+        assert_eq!(
+            sent,
+            [
+                (2, "delta"),
+                (7, "status"),
+                (12, "status"),
+                (17, "delta"),
+                (22, "status"),
+                (27, "status"),
+                (32, "delta"),
+                (37, "status")
+            ]
+        );
+    }
+
+    #[test]
+    fn a_quiet_stream_sends_a_heartbeat_every_period() {
+        let t0 = Instant::now();
+        let (mut outbox, _) = Outbox::open(PERIOD, POLL, hello(), &read(1, &ok()), t0);
+        let current = read(1, &ok());
+        assert!(outbox.on_heartbeat_timer(t0 + PERIOD / 2).is_empty());
+        for n in 1..=3u32 {
+            assert!(outbox.on_read(&current, t0 + PERIOD * n - POLL).is_empty());
+            let beat = outbox.on_heartbeat_timer(outbox.heartbeat_due());
+            assert_eq!(kinds(&beat), ["status"]);
+            assert_eq!(outbox.heartbeat_due(), t0 + PERIOD * (n + 1));
+        }
+    }
+
+    #[test]
+    fn a_status_change_is_sent_at_once_and_counts_as_a_message() {
+        let t0 = Instant::now();
+        let (mut outbox, _) = Outbox::open(PERIOD, POLL, hello(), &read(1, &ok()), t0);
+        let failed = ScrapeStatus {
+            ok: false,
+            error: "kubelet answered 500".to_owned(),
+            ..ScrapeStatus::default()
+        };
+        let mut current = read(1, &failed);
+        let out = outbox.on_read(&current, t0 + POLL);
+        assert_eq!(kinds(&out), ["status not ok"]);
+        assert_eq!(outbox.heartbeat_due(), t0 + POLL + PERIOD);
+        // a failing kubelet: heartbeats repeat the failure
+        assert!(outbox.on_read(&current, t0 + POLL * 2).is_empty());
+        let beat = outbox.on_heartbeat_timer(t0 + POLL + PERIOD);
+        assert_eq!(kinds(&beat), ["status not ok"]);
+        current.status = ok();
+        assert_eq!(
+            kinds(&outbox.on_read(&current, t0 + PERIOD * 2)),
+            ["status"]
+        );
+    }
+
+    /// A hung kubelet read: the heartbeat says not ok; the next good read must say ok again
+    /// even though its status equals the last one the tick loop published, or the aggregator
+    /// would keep "not ok" while deltas hold heartbeats back.
+    #[test]
+    fn a_good_read_after_an_overdue_heartbeat_says_ok_again() {
+        let t0 = Instant::now();
+        let (mut outbox, _) = Outbox::open(PERIOD, POLL, hello(), &read(1, &ok()), t0);
+        let beat = outbox.on_heartbeat_timer(t0 + PERIOD);
+        assert_eq!(kinds(&beat), ["status not ok"]);
+        let out = outbox.on_read(&read(2, &ok()), t0 + PERIOD + POLL);
+        assert_eq!(kinds(&out), ["delta", "status"]);
+        assert!(out.iter().all(|m| m.seq == 1));
+    }
+
+    #[test]
+    fn a_resync_sends_a_snapshot_and_counts_as_a_message() {
+        let t0 = Instant::now();
+        let (mut outbox, _) = Outbox::open(PERIOD, POLL, hello(), &read(1, &ok()), t0);
+        let out = outbox.on_resync(t0 + POLL * 3);
+        assert_eq!(kinds(&out), ["snapshot"]);
+        assert_eq!(out[0].seq, 1);
+        assert!(outbox.on_heartbeat_timer(t0 + PERIOD).is_empty());
+        assert_eq!(outbox.heartbeat_due(), t0 + POLL * 3 + PERIOD);
+    }
 
     #[test]
     fn a_heartbeat_during_a_hung_kubelet_read_is_not_ok() {

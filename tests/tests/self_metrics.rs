@@ -134,6 +134,7 @@ async fn both_binaries_export_bounded_self_metrics() -> anyhow::Result<()> {
         "kubepulse_agent_kubelet_reads_total",
         "kubepulse_agent_kubelet_read_duration_seconds",
         "kubepulse_agent_decode_issues_total",
+        "kubepulse_agent_kubelet_bodies_repeated_total",
         "kubepulse_agent_pods_served",
         "kubepulse_agent_pods_held_back",
         "kubepulse_agent_containers_held_back",

@@ -153,8 +153,29 @@ pub enum DecodeIssueKind {
 /// Decodes one kubelet response. `scrape_time` stands in for missing sample timestamps. Never
 /// fails as a whole: unusable lines come back as issues, in line order.
 pub fn decode(body: &[u8], scrape_time: Timestamp) -> (ScrapeBatch, Vec<DecodeIssue>) {
+    let decoded = decode_body(body, scrape_time);
+    (decoded.batch, decoded.issues)
+}
+
+/// What [`decode_body`] found in one kubelet response.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Decoded {
+    /// Everything usable.
+    pub batch: ScrapeBatch,
+    /// The lines that could not be used, in line order.
+    pub issues: Vec<DecodeIssue>,
+    /// A CPU or memory sample line had no timestamp, so `scrape_time` stands in for it: the
+    /// same bytes decoded at another time give another batch. (Start times and the
+    /// scrape-error flag, which real kubelets send without one, do not count: their
+    /// timestamps are never used.)
+    pub uses_scrape_time: bool,
+}
+
+/// [`decode`], also saying whether the result depends on `scrape_time`.
+pub fn decode_body(body: &[u8], scrape_time: Timestamp) -> Decoded {
     let mut decoder = Decoder {
         scrape_time,
+        uses_scrape_time: false,
         node: RawNode::default(),
         series: SeriesTable::with_capacity(body.len() / SERIES_BYTES_ESTIMATE),
         resource_scrape_error: false,
@@ -191,7 +212,13 @@ pub fn decode(body: &[u8], scrape_time: Timestamp) -> (ScrapeBatch, Vec<DecodeIs
             decoder.issue(line_no, kind);
         }
     }
-    decoder.finish()
+    let uses_scrape_time = decoder.uses_scrape_time;
+    let (batch, issues) = decoder.finish();
+    Decoded {
+        batch,
+        issues,
+        uses_scrape_time,
+    }
 }
 
 // === the scanner ===
@@ -302,6 +329,8 @@ enum LineSeries<'a> {
 
 struct Decoder<'a> {
     scrape_time: Timestamp,
+    /// A CPU or memory sample line took `scrape_time` for its missing timestamp.
+    uses_scrape_time: bool,
     node: RawNode,
     series: SeriesTable<'a>,
     resource_scrape_error: bool,
@@ -359,9 +388,13 @@ impl<'a> Decoder<'a> {
             }
         };
         let rest = trim_start(rest);
+        let mut missing_timestamp = false;
         let (timestamp, rest) = match parse_plain_timestamp(rest) {
             Some((timestamp, len)) => (Ok(timestamp), &rest[len..]),
-            None if rest.is_empty() => (Ok(self.scrape_time), rest),
+            None if rest.is_empty() => {
+                missing_timestamp = true;
+                (Ok(self.scrape_time), rest)
+            }
             None => {
                 let (token, rest) = split_token(rest);
                 (parse_timestamp(token), rest)
@@ -374,6 +407,18 @@ impl<'a> Decoder<'a> {
         }
         let value = value?;
         let timestamp = timestamp?;
+        // start times and the scrape-error flag never use their timestamp
+        if missing_timestamp
+            && matches!(
+                family,
+                Family::NodeCpu
+                    | Family::NodeMemory
+                    | Family::ContainerCpu
+                    | Family::ContainerMemory
+            )
+        {
+            self.uses_scrape_time = true;
+        }
         match family {
             Family::NodeCpu => {
                 let point = CpuPoint {

@@ -13,6 +13,8 @@
 //! - [`rate`]: CPU nanocores from two cumulative samples, exact integer arithmetic.
 //! - [`node_state`]: two points per series, restart and reset handling, the fresh-container
 //!   shortcut, and which pods can be served.
+//! - [`repeat`]: recognises a body already decoded (the kubelet refreshes every 10–15 s, the
+//!   agent polls every second), so decode and observe run once per refresh.
 //! - [`render`](mod@render): the decoder backwards (kubelet-format text), for tests, benches and simulated
 //!   kubelets.
 #![warn(missing_docs)]
@@ -21,13 +23,16 @@ pub mod decode;
 pub mod node_state;
 pub mod rate;
 pub mod render;
+pub mod repeat;
 
 #[cfg(test)]
 mod snapshot;
 
 pub use decode::{
-    CpuPoint, DecodeIssue, DecodeIssueKind, MemoryPoint, RawContainer, RawNode, ScrapeBatch, decode,
+    CpuPoint, DecodeIssue, DecodeIssueKind, Decoded, MemoryPoint, RawContainer, RawNode,
+    ScrapeBatch, decode, decode_body,
 };
 pub use node_state::{NodeState, NodeStateConfig, ObserveSummary, PendingReason};
 pub use rate::{Cumulative, RateError, cpu_rate};
 pub use render::render;
+pub use repeat::{Read, RepeatFilter};

@@ -331,8 +331,17 @@ async fn garbage_from_a_kubelet_keeps_the_last_good_values_until_the_ttl() -> an
     for fault in ["garbage", "truncated", "500", "scrape-error"] {
         let before = cluster.get_json(0, &path).await?.1;
         set_fault(&cluster, &node, fault).await?;
+        // a good read already in flight when the fault was set may still land: take the
+        // frozen value once it has (one poll plus the publish period)
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        let frozen = cluster.get_json(0, &path).await?.1;
+        assert!(
+            frozen["timestamp"].as_str() >= before["timestamp"].as_str(),
+            "{fault}: time went backwards: {frozen} after {before}"
+        );
+        let before = frozen;
         // within the TTL the node keeps its last good sample, with its real kubelet timestamp
-        tokio::time::sleep(Duration::from_millis(1500)).await;
+        tokio::time::sleep(Duration::from_millis(1200)).await;
         let (code, during) = cluster.get_json(0, &path).await?;
         assert_eq!(code, 200, "{fault}: node gone before its TTL: {during}");
         assert_eq!(
@@ -353,8 +362,9 @@ async fn garbage_from_a_kubelet_keeps_the_last_good_values_until_the_ttl() -> an
     }
     // a lasting fault: gone after the TTL, back once the kubelet recovers
     set_fault(&cluster, &node, "garbage").await?;
+    tokio::time::sleep(Duration::from_millis(700)).await;
     let frozen = cluster.get_json(0, &format!("{NODES}/{node}")).await?.1;
-    tokio::time::sleep(Duration::from_millis(2000)).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
     let still = cluster.get_json(0, &format!("{NODES}/{node}")).await?.1;
     assert_eq!(
         frozen["timestamp"], still["timestamp"],

@@ -2,7 +2,10 @@
 //! build needs no system `protoc`.
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let fds = protox::compile(["kubepulse/v1/ingest.proto"], ["."])?;
-    tonic_prost_build::configure().compile_fds(fds)?;
+    // small per-stream buffers: see src/codec.rs
+    tonic_prost_build::configure()
+        .codec_path("crate::codec::SmallBufferCodec")
+        .compile_fds(fds)?;
     println!("cargo::rerun-if-changed=kubepulse");
     Ok(())
 }

@@ -87,8 +87,10 @@ impl Published {
     }
 }
 
-/// Readers see a new view at most this often: building one costs O(nodes), and under load
-/// a batch of updates arrives every few milliseconds.
+/// Readers see a new view at most this often. Publishing itself is O(1) (the store's maps are
+/// persistent), but the first update of a node after a publish copies its entry (and, for a
+/// delta, its pods) because the published view still shares it: publishing after every batch
+/// (every few milliseconds under load) would copy nearly every update.
 pub const PUBLISH_EVERY: Duration = Duration::from_millis(100);
 
 /// Runs the writer until every sender is gone.

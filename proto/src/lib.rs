@@ -8,6 +8,7 @@
 //! behaviour.
 #![warn(missing_docs)]
 
+pub mod codec;
 pub mod convert;
 
 /// Generated protobuf and tonic types for `kubepulse.v1`.

@@ -5,12 +5,18 @@
 //! [`ClusterView`] from [`ClusterStore::publish`]. Every instant is an argument (`now`), a
 //! monotonic reading taken by the caller.
 //!
+//! The view's maps are persistent (`imbl`): the store updates them in place and publishing
+//! clones their roots, so a publish costs O(1) and the next update copies only the path to the
+//! entry it changes (O(log nodes)), however many nodes the store holds. The namespace index is
+//! two-level the same way: a persistent map of namespaces to persistent sets of node names,
+//! so a node joining a namespace every node reports in (`kube-system`) costs O(log nodes) too.
+//!
 //! Staleness: a node's data is fresh while its agent keeps reporting successful kubelet reads
 //! (a snapshot, a delta or a heartbeat). When none arrives for the node's TTL (by default three
 //! poll intervals, at least 30 s) — agent gone, stream cut, kubelet failing — the node's data
 //! is dropped; until then the last good values are served with their real kubelet timestamps.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -118,7 +124,7 @@ pub enum StoreError {
 }
 
 /// What the store holds for one node, as readers see it.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NodeEntry {
     /// The node's usage; empty once expired.
     pub view: Arc<NodeUsage>,
@@ -142,14 +148,16 @@ pub struct NodeEntry {
     pub ttl: Duration,
 }
 
-/// An immutable snapshot of the store for readers.
-#[derive(Clone, Debug, Default)]
+/// An immutable snapshot of the store for readers. Cloning is cheap: the maps are persistent
+/// and share structure with the store's and with older views.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ClusterView {
     /// Every known node, sorted by name.
-    pub nodes: Arc<BTreeMap<NodeName, Arc<NodeEntry>>>,
+    pub nodes: imbl::OrdMap<NodeName, Arc<NodeEntry>>,
     /// For each namespace, the nodes that report pods in it, sorted by name: a namespace's
-    /// pods are found without scanning every node.
-    pub namespaces: Arc<HashMap<Namespace, Arc<[NodeName]>>>,
+    /// pods are found without scanning every node. A namespace is absent when no node reports
+    /// pods in it (never mapped to an empty set).
+    pub namespaces: imbl::OrdMap<Namespace, imbl::OrdSet<NodeName>>,
 }
 
 impl ClusterView {
@@ -159,8 +167,8 @@ impl ClusterView {
     }
 }
 
+/// What only the writer needs about a node (its [`NodeEntry`] is in the view).
 struct Slot {
-    entry: Arc<NodeEntry>,
     owner: Option<StreamId>,
     /// Namespaces the node reports pods in, sorted (what the namespace index holds for it).
     namespaces: Vec<Namespace>,
@@ -169,13 +177,10 @@ struct Slot {
 /// The writer-owned store.
 pub struct ClusterStore {
     config: StoreConfig,
-    nodes: HashMap<NodeName, Slot>,
+    /// One slot per node of `view.nodes`, same keys.
+    slots: HashMap<NodeName, Slot>,
+    /// The live maps, updated in place; [`ClusterStore::publish`] hands out clones.
     view: ClusterView,
-    dirty: bool,
-    /// For each namespace, the nodes reporting pods in it, sorted.
-    by_namespace: HashMap<Namespace, Vec<NodeName>>,
-    /// Namespaces whose node list changed since the last publish.
-    namespaces_dirty: HashSet<Namespace>,
 }
 
 impl ClusterStore {
@@ -183,11 +188,8 @@ impl ClusterStore {
     pub fn new(config: StoreConfig) -> Self {
         Self {
             config,
-            nodes: HashMap::new(),
+            slots: HashMap::new(),
             view: ClusterView::default(),
-            dirty: false,
-            by_namespace: HashMap::new(),
-            namespaces_dirty: HashSet::new(),
         }
     }
 
@@ -206,28 +208,36 @@ impl ClusterStore {
         now: Instant,
     ) {
         let ttl = self.ttl_for(info.poll_interval);
-        let slot = self.nodes.entry(node).or_insert_with(|| Slot {
-            entry: Arc::new(NodeEntry {
-                view: Arc::default(),
-                has_data: false,
-                scrape: ScrapeStatus::default(),
-                info: info.clone(),
-                connected: true,
-                last_message_at: now,
-                fresh_at: now,
-                expired_at: None,
-                ttl,
-            }),
-            owner: None,
-            namespaces: Vec::new(),
-        });
-        slot.owner = Some(stream);
-        let e = Arc::make_mut(&mut slot.entry);
-        e.info = info;
-        e.ttl = ttl;
-        e.connected = true;
-        e.last_message_at = now;
-        self.dirty = true;
+        match self.view.nodes.get_mut(&node) {
+            Some(entry) => {
+                let e = Arc::make_mut(entry);
+                e.info = info;
+                e.ttl = ttl;
+                e.connected = true;
+                e.last_message_at = now;
+            }
+            None => {
+                let entry = NodeEntry {
+                    view: Arc::default(),
+                    has_data: false,
+                    scrape: ScrapeStatus::default(),
+                    info,
+                    connected: true,
+                    last_message_at: now,
+                    fresh_at: now,
+                    expired_at: None,
+                    ttl,
+                };
+                self.view.nodes.insert(node.clone(), Arc::new(entry));
+            }
+        }
+        self.slots
+            .entry(node)
+            .or_insert_with(|| Slot {
+                owner: None,
+                namespaces: Vec::new(),
+            })
+            .owner = Some(stream);
     }
 
     /// Applies one update from `stream` for `node`.
@@ -238,16 +248,17 @@ impl ClusterStore {
         update: Update,
         now: Instant,
     ) -> Result<(), StoreError> {
-        let slot = match self.nodes.get_mut(node) {
-            Some(slot) if slot.owner == Some(stream) => slot,
-            _ => {
-                return Err(StoreError::NotOwner {
-                    node: node.clone(),
-                    stream,
-                });
-            }
+        let not_owner = || StoreError::NotOwner {
+            node: node.clone(),
+            stream,
         };
-        let e = Arc::make_mut(&mut slot.entry);
+        let slot = match self.slots.get_mut(node) {
+            Some(slot) if slot.owner == Some(stream) => slot,
+            _ => return Err(not_owner()),
+        };
+        // every slot has an entry
+        let entry = self.view.nodes.get_mut(node).ok_or_else(not_owner)?;
+        let e = Arc::make_mut(entry);
         e.last_message_at = now;
         let mut pods_changed = false;
         match update {
@@ -268,8 +279,7 @@ impl ClusterStore {
                 pods_changed = usage.pods.len() != before || !delta.pod_removals.is_empty();
                 if pods_changed {
                     reindex(
-                        &mut self.by_namespace,
-                        &mut self.namespaces_dirty,
+                        &mut self.view.namespaces,
                         node,
                         &mut slot.namespaces,
                         &e.view,
@@ -291,107 +301,94 @@ impl ClusterStore {
         }
         if pods_changed {
             reindex(
-                &mut self.by_namespace,
-                &mut self.namespaces_dirty,
+                &mut self.view.namespaces,
                 node,
                 &mut slot.namespaces,
                 &e.view,
             );
         }
-        self.dirty = true;
         Ok(())
     }
 
     /// The stream ended. Its data is kept (and served) until the TTL.
     pub fn close_stream(&mut self, node: &NodeName, stream: StreamId) {
         if let Some(slot) = self
-            .nodes
+            .slots
             .get_mut(node)
             .filter(|slot| slot.owner == Some(stream))
         {
             slot.owner = None;
-            Arc::make_mut(&mut slot.entry).connected = false;
-            self.dirty = true;
+            if let Some(entry) = self.view.nodes.get_mut(node) {
+                Arc::make_mut(entry).connected = false;
+            }
         }
     }
 
     /// Drops data older than each node's TTL; forgets nodes that have neither data nor a
     /// stream. Returns the nodes whose data expired now.
+    ///
+    /// Reads every node (without copying anything) and changes only those that expire or are
+    /// forgotten.
     pub fn evict_stale(&mut self, now: Instant) -> Vec<NodeName> {
         let mut expired = Vec::new();
-        let (index, dirty) = (&mut self.by_namespace, &mut self.namespaces_dirty);
-        self.nodes.retain(|name, slot| {
-            let e = &slot.entry;
-            if e.has_data && now.saturating_duration_since(e.fresh_at) > e.ttl {
-                let e = Arc::make_mut(&mut slot.entry);
-                e.view = Arc::default();
-                e.has_data = false;
-                e.expired_at = Some(now);
+        let mut forget = Vec::new();
+        for (name, e) in &self.view.nodes {
+            let expires = e.has_data && now.saturating_duration_since(e.fresh_at) > e.ttl;
+            // what the node looks like once expired (`connected` is true while a stream owns it)
+            let expired_at = if expires { Some(now) } else { e.expired_at };
+            let keep = e.connected
+                || (e.has_data && !expires)
+                || expired_at.is_some_and(|at| now.saturating_duration_since(at) < e.ttl);
+            if expires {
                 expired.push(name.clone());
-                reindex(index, dirty, name, &mut slot.namespaces, &e.view);
             }
-            slot.owner.is_some()
-                || slot.entry.has_data
-                || slot
-                    .entry
-                    .expired_at
-                    .is_some_and(|at| now.saturating_duration_since(at) < slot.entry.ttl)
-        });
-        if !expired.is_empty() {
-            self.dirty = true;
+            if !keep {
+                forget.push(name.clone());
+            }
+        }
+        for name in &expired {
+            let (Some(entry), Some(slot)) =
+                (self.view.nodes.get_mut(name), self.slots.get_mut(name))
+            else {
+                continue;
+            };
+            let e = Arc::make_mut(entry);
+            e.view = Arc::default();
+            e.has_data = false;
+            e.expired_at = Some(now);
+            reindex(
+                &mut self.view.namespaces,
+                name,
+                &mut slot.namespaces,
+                &e.view,
+            );
+        }
+        for name in &forget {
+            self.view.nodes.remove(name);
+            self.slots.remove(name);
         }
         expired
     }
 
-    /// The current view for readers; rebuilt only when something changed since the last call.
+    /// The current view for readers: a clone of the live maps' roots, O(1).
     pub fn publish(&mut self) -> ClusterView {
-        if self.dirty {
-            let namespaces = if self.namespaces_dirty.is_empty() {
-                self.view.namespaces.clone()
-            } else {
-                // only the namespaces whose node list changed are rebuilt
-                let mut map: HashMap<Namespace, Arc<[NodeName]>> = (*self.view.namespaces).clone();
-                for ns in self.namespaces_dirty.drain() {
-                    match self.by_namespace.get(&ns) {
-                        Some(nodes) => {
-                            map.insert(ns, nodes.as_slice().into());
-                        }
-                        None => {
-                            map.remove(&ns);
-                        }
-                    }
-                }
-                Arc::new(map)
-            };
-            self.view = ClusterView {
-                nodes: Arc::new(
-                    self.nodes
-                        .iter()
-                        .map(|(k, v)| (k.clone(), v.entry.clone()))
-                        .collect(),
-                ),
-                namespaces,
-            };
-            self.dirty = false;
-        }
         self.view.clone()
     }
 
     /// Number of nodes known.
     pub fn len(&self) -> usize {
-        self.nodes.len()
+        self.slots.len()
     }
 
     /// True when no node is known.
     pub fn is_empty(&self) -> bool {
-        self.nodes.is_empty()
+        self.slots.is_empty()
     }
 }
 
 /// Brings the namespace index up to date with `node`'s pods.
 fn reindex(
-    index: &mut HashMap<Namespace, Vec<NodeName>>,
-    dirty: &mut HashSet<Namespace>,
+    index: &mut imbl::OrdMap<Namespace, imbl::OrdSet<NodeName>>,
     node: &NodeName,
     held: &mut Vec<Namespace>,
     usage: &NodeUsage,
@@ -407,22 +404,23 @@ fn reindex(
         return;
     }
     for ns in held.iter().filter(|ns| now.binary_search(ns).is_err()) {
-        if let Some(nodes) = index.get_mut(ns) {
-            if let Ok(i) = nodes.binary_search(node) {
-                nodes.remove(i);
-            }
-            if nodes.is_empty() {
-                index.remove(ns);
-            }
+        let emptied = index.get_mut(ns).is_some_and(|nodes| {
+            nodes.remove(node);
+            nodes.is_empty()
+        });
+        if emptied {
+            index.remove(ns);
         }
-        dirty.insert(ns.clone());
     }
     for ns in now.iter().filter(|ns| held.binary_search(ns).is_err()) {
-        let nodes = index.entry(ns.clone()).or_default();
-        if let Err(i) = nodes.binary_search(node) {
-            nodes.insert(i, node.clone());
+        match index.get_mut(ns) {
+            Some(nodes) => {
+                nodes.insert(node.clone());
+            }
+            None => {
+                index.insert(ns.clone(), imbl::OrdSet::unit(node.clone()));
+            }
         }
-        dirty.insert(ns.clone());
     }
     *held = now;
 }

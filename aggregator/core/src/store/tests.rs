@@ -1,4 +1,5 @@
 use kubepulse_model::{ContainerName, PodKey, Sample, Timestamp, Usage, Window};
+use proptest::prelude::*;
 
 use super::*;
 
@@ -292,4 +293,174 @@ fn namespace_index_follows_pods() {
     store.evict_stale(later);
     let v = store.publish();
     assert_eq!(nodes_of(&v, "ns1"), ["a"]);
+}
+
+/// One step of a random history for the property test below.
+#[derive(Clone, Debug)]
+enum Op {
+    /// A new stream opens for the node.
+    Open(u8),
+    /// A snapshot with these pods (namespace, pod).
+    Snapshot(u8, Vec<(u8, u8)>),
+    /// A delta from what the store holds to these pods.
+    Delta(u8, Vec<(u8, u8)>),
+    /// A delta that does not fit (removes a pod the node does not report).
+    BadDelta(u8),
+    /// A status; `true` is a successful read (a heartbeat).
+    Status(u8, bool),
+    /// The node's newest stream closes.
+    Close(u8),
+    /// Time passes.
+    Advance(u16),
+    /// The writer's expiry tick.
+    Evict,
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    let node = 0u8..5;
+    let pods = proptest::collection::vec((0u8..4, 0u8..4), 0..5);
+    prop_oneof![
+        node.clone().prop_map(Op::Open),
+        (node.clone(), pods.clone()).prop_map(|(n, p)| Op::Snapshot(n, p)),
+        (node.clone(), pods).prop_map(|(n, p)| Op::Delta(n, p)),
+        node.clone().prop_map(Op::BadDelta),
+        (node.clone(), any::<bool>()).prop_map(|(n, ok)| Op::Status(n, ok)),
+        node.prop_map(Op::Close),
+        (0u16..40).prop_map(Op::Advance),
+        Just(Op::Evict),
+    ]
+}
+
+fn pods_view(pods: &[(u8, u8)], cpu: u64) -> NodeView {
+    let mut v = NodeView::default();
+    for (ns, pod) in pods {
+        v.pods
+            .entry(PodKey::new(&format!("ns{ns}"), &format!("p{pod}")).unwrap())
+            .or_default()
+            .containers
+            .insert(ContainerName::new("c").unwrap(), sample(cpu));
+    }
+    v
+}
+
+/// A deep copy of a view's content, independent of any sharing.
+type Plain = (Vec<(NodeName, NodeEntry)>, Vec<(Namespace, Vec<NodeName>)>);
+
+fn plain(v: &ClusterView) -> Plain {
+    (
+        v.nodes
+            .iter()
+            .map(|(k, e)| (k.clone(), NodeEntry::clone(e)))
+            .collect(),
+        v.namespaces
+            .iter()
+            .map(|(ns, nodes)| (ns.clone(), nodes.iter().cloned().collect()))
+            .collect(),
+    )
+}
+
+/// The namespace index computed from the nodes' pods alone.
+fn index_from_scratch(v: &ClusterView) -> Vec<(Namespace, Vec<NodeName>)> {
+    let mut index: std::collections::BTreeMap<Namespace, Vec<NodeName>> = Default::default();
+    for (name, e) in &v.nodes {
+        for (key, _) in e.view.pods.iter() {
+            let nodes = index.entry(key.namespace.clone()).or_default();
+            if nodes.last() != Some(name) {
+                nodes.push(name.clone());
+            }
+        }
+    }
+    index.into_iter().collect()
+}
+
+proptest! {
+    /// Whatever the history: a store publishing after every step ends with the same view as
+    /// one publishing only at the end; views handed out earlier never change afterwards; the
+    /// namespace index is what the nodes' pods say; and a store fed only the final data (one
+    /// snapshot per node) serves the same usage and index.
+    #[test]
+    fn published_views_match_a_rebuild(ops in proptest::collection::vec(op(), 1..60)) {
+        let t0 = Instant::now();
+        let mut now = t0;
+        let config = StoreConfig { ttl_intervals: 3, min_ttl: Duration::from_secs(30) };
+        let (mut a, mut b) = (ClusterStore::new(config), ClusterStore::new(config));
+        let mut streams: HashMap<u8, u64> = HashMap::new();
+        let mut next_stream = 1;
+        let mut held: Vec<(ClusterView, Plain)> = Vec::new();
+        for (i, op) in ops.iter().enumerate() {
+            let name = |n: &u8| node(&format!("n{n}"));
+            let stream = |n: &u8| StreamId(streams.get(n).copied().unwrap_or(0));
+            match op {
+                Op::Open(n) => {
+                    streams.insert(*n, next_stream);
+                    for s in [&mut a, &mut b] {
+                        s.open_stream(name(n), StreamId(next_stream), info(1), now);
+                    }
+                    next_stream += 1;
+                }
+                Op::Close(n) => {
+                    for s in [&mut a, &mut b] {
+                        s.close_stream(&name(n), stream(n));
+                    }
+                }
+                Op::Advance(secs) => now += Duration::from_secs(u64::from(*secs)),
+                Op::Evict => prop_assert_eq!(a.evict_stale(now), b.evict_stale(now)),
+                Op::Snapshot(n, _) | Op::Delta(n, _) | Op::BadDelta(n) | Op::Status(n, _) => {
+                    let update = match op {
+                        Op::Snapshot(_, pods) => Update::Snapshot(pods_view(pods, i as u64)),
+                        Op::Delta(_, pods) => {
+                            let held = a
+                                .publish()
+                                .nodes
+                                .get(&name(n))
+                                .map(|e| e.view.to_view())
+                                .unwrap_or_default();
+                            Update::Delta(kubepulse_model::diff(&held, &pods_view(pods, i as u64)))
+                        }
+                        Op::BadDelta(_) => Update::Delta(Delta {
+                            pod_removals: vec![PodKey::new("nowhere", "p").unwrap()],
+                            ..Delta::default()
+                        }),
+                        Op::Status(_, ok) => Update::Status(ScrapeStatus {
+                            ok: *ok,
+                            error: if *ok { String::new() } else { "kubelet down".into() },
+                            ..ScrapeStatus::default()
+                        }),
+                        _ => unreachable!(),
+                    };
+                    let ra = a.apply(&name(n), stream(n), update.clone(), now);
+                    let rb = b.apply(&name(n), stream(n), update, now);
+                    prop_assert_eq!(ra, rb);
+                }
+            }
+            let v = a.publish();
+            let p = plain(&v);
+            held.push((v, p));
+        }
+        let (va, vb) = (a.publish(), b.publish());
+        prop_assert_eq!(plain(&va), plain(&vb));
+        prop_assert!(va == vb);
+        prop_assert_eq!(a.len(), va.nodes.len());
+        for (v, p) in &held {
+            prop_assert_eq!(&plain(v), p, "an earlier view changed");
+        }
+        prop_assert_eq!(plain(&va).1, index_from_scratch(&va));
+        prop_assert!(va.namespaces.values().all(|nodes| !nodes.is_empty()));
+
+        let mut c = ClusterStore::new(config);
+        for (k, (n, e)) in va.nodes.iter().filter(|(_, e)| e.has_data).enumerate() {
+            c.open_stream(n.clone(), StreamId(k as u64), info(1), now);
+            c.apply(n, StreamId(k as u64), Update::Snapshot(e.view.to_view()), now).unwrap();
+        }
+        let vc = c.publish();
+        let usage = |v: &ClusterView| -> Vec<(NodeName, NodeUsage)> {
+            v.nodes
+                .iter()
+                .filter(|(_, e)| e.has_data)
+                .map(|(n, e)| (n.clone(), NodeUsage::clone(&e.view)))
+                .collect()
+        };
+        prop_assert_eq!(usage(&va), usage(&vc));
+        prop_assert_eq!(plain(&va).1, plain(&vc).1);
+    }
 }

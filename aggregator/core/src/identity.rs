@@ -11,6 +11,9 @@
 //! 4. that pod is Running and bound to the node the stream claims, by the Pod watch (and by
 //!    the token's own `authentication.kubernetes.io/node-name` when the API server adds it).
 //!
+//! The token is verified either by a TokenReview or locally against the service-account
+//! issuer's public keys ([`jwt`]); both give the same [`Reviewed`].
+//!
 //! So a compromised node can report only for itself: its agent's token names its own pod,
 //! which the API server binds to its own node.
 
@@ -20,6 +23,8 @@ use std::fmt;
 use kubepulse_model::{NodeName, PodKey};
 
 use crate::meta::MetaView;
+
+pub mod jwt;
 
 /// The audience agents' tokens are issued for.
 pub const AUDIENCE: &str = "kubepulse";
@@ -103,6 +108,10 @@ pub enum Refusal {
     /// another audience); its reason is kept.
     #[error("token rejected by the API server: {0}")]
     Invalid(String),
+    /// Verification against the issuer's public keys failed (malformed, bad signature,
+    /// expired, not valid yet); counted as an invalid token like [`Refusal::Invalid`].
+    #[error("token rejected: {0}")]
+    Unverified(String),
     /// Authenticated, but not for the kubepulse audience.
     #[error("token is not for audience {AUDIENCE} (it is for {0:?})")]
     WrongAudience(Vec<String>),
@@ -144,9 +153,10 @@ impl Refusal {
     /// The gRPC code the agent gets.
     pub fn kind(&self) -> Kind {
         match self {
-            Refusal::NoToken | Refusal::Invalid(_) | Refusal::WrongAudience(_) => {
-                Kind::Unauthenticated
-            }
+            Refusal::NoToken
+            | Refusal::Invalid(_)
+            | Refusal::Unverified(_)
+            | Refusal::WrongAudience(_) => Kind::Unauthenticated,
             Refusal::WrongServiceAccount { .. }
             | Refusal::NotBoundToPod
             | Refusal::PodNotRunning(_)
@@ -159,7 +169,7 @@ impl Refusal {
     pub fn reason(&self) -> &'static str {
         match self {
             Refusal::NoToken => "identity_no_token",
-            Refusal::Invalid(_) => "identity_invalid_token",
+            Refusal::Invalid(_) | Refusal::Unverified(_) => "identity_invalid_token",
             Refusal::WrongAudience(_) => "identity_wrong_audience",
             Refusal::WrongServiceAccount { .. } => "identity_wrong_service_account",
             Refusal::NotBoundToPod => "identity_not_bound_to_pod",

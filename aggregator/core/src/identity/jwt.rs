@@ -415,5 +415,42 @@ pub fn verify(token: &str, keys: &KeySet, issuer: &str, now: i64) -> Result<Revi
     })
 }
 
+/// What an OpenID provider configuration (`/.well-known/openid-configuration`) says the
+/// service-account issuer is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Discovery {
+    /// `issuer`: the `iss` of the tokens.
+    pub issuer: String,
+    /// The path (and query) of `jwks_uri`, to fetch from the API server itself.
+    pub jwks_path: String,
+}
+
+impl Discovery {
+    /// Parses the configuration document.
+    pub fn parse(document: &[u8]) -> Result<Self, String> {
+        #[derive(Deserialize)]
+        struct Raw {
+            issuer: String,
+            jwks_uri: String,
+        }
+        let raw: Raw = serde_json::from_slice(document)
+            .map_err(|e| format!("not an OpenID provider configuration: {e}"))?;
+        if raw.issuer.is_empty() {
+            return Err("the OpenID provider configuration names no issuer".to_owned());
+        }
+        let jwks_path = raw
+            .jwks_uri
+            .split_once("://")
+            .map(|(_, rest)| rest.find('/').map_or("/", |slash| &rest[slash..]))
+            .filter(|path| path.len() > 1)
+            .ok_or_else(|| format!("jwks_uri {:?} is not a URL with a path", raw.jwks_uri))?
+            .to_owned();
+        Ok(Self {
+            issuer: raw.issuer,
+            jwks_path,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests;

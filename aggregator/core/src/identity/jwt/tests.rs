@@ -388,6 +388,35 @@ fn jwks_documents_keep_only_usable_signing_keys() {
     assert_eq!(set(&[jwk]).len(), 1);
 }
 
+#[test]
+fn discovery_gives_the_issuer_and_the_jwks_path() {
+    let doc = json!({
+        "issuer": ISSUER,
+        "jwks_uri": "https://10.0.0.1:6443/openid/v1/jwks",
+        "response_types_supported": ["id_token"],
+        "subject_types_supported": ["public"],
+        "id_token_signing_alg_values_supported": ["ES256"],
+    });
+    assert_eq!(
+        Discovery::parse(doc.to_string().as_bytes()),
+        Ok(Discovery {
+            issuer: ISSUER.to_owned(),
+            jwks_path: "/openid/v1/jwks".to_owned(),
+        })
+    );
+    for bad in [
+        json!({"issuer": ISSUER, "jwks_uri": "https://example.com"}),
+        json!({"issuer": ISSUER, "jwks_uri": "/openid/v1/jwks"}),
+        json!({"issuer": "", "jwks_uri": "https://a/b"}),
+        json!({"issuer": ISSUER}),
+    ] {
+        assert!(
+            Discovery::parse(bad.to_string().as_bytes()).is_err(),
+            "{bad}"
+        );
+    }
+}
+
 proptest::proptest! {
     #[test]
     fn arbitrary_bytes_never_panic(token in "\\PC{0,300}", doc in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..300)) {

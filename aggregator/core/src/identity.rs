@@ -9,7 +9,8 @@
 //!    DaemonSet's pods run as),
 //! 3. is bound to a pod (a projected token: `authentication.kubernetes.io/pod-name`), and
 //! 4. that pod is Running and bound to the node the stream claims, by the Pod watch (and by
-//!    the token's own `authentication.kubernetes.io/node-name` when the API server adds it).
+//!    the token's own `authentication.kubernetes.io/node-name` when the API server adds it),
+//!    and is the very pod the token was issued for (same UID, when the token names one).
 //!
 //! The token is verified either by a TokenReview or locally against the service-account
 //! issuer's public keys ([`jwt`]); both give the same [`Reviewed`].
@@ -129,6 +130,11 @@ pub enum Refusal {
     /// The token's pod is not a Running pod the aggregator knows.
     #[error("pod {0} is not a Running pod of this cluster")]
     PodNotRunning(PodKey),
+    /// The token's pod was deleted and another pod of the same name runs now.
+    #[error(
+        "pod {0} is not the pod the token is bound to (its UID differs): the token's pod is gone"
+    )]
+    PodReplaced(PodKey),
     /// The token's pod runs on another node than the stream claims.
     #[error(
         "pod {pod} runs on node {bound}, not on node {claimed}: an agent reports only for its own node"
@@ -160,6 +166,7 @@ impl Refusal {
             Refusal::WrongServiceAccount { .. }
             | Refusal::NotBoundToPod
             | Refusal::PodNotRunning(_)
+            | Refusal::PodReplaced(_)
             | Refusal::WrongNode { .. } => Kind::PermissionDenied,
             Refusal::NotSynced | Refusal::ReviewFailed(_) => Kind::Unavailable,
         }
@@ -173,7 +180,7 @@ impl Refusal {
             Refusal::WrongAudience(_) => "identity_wrong_audience",
             Refusal::WrongServiceAccount { .. } => "identity_wrong_service_account",
             Refusal::NotBoundToPod => "identity_not_bound_to_pod",
-            Refusal::PodNotRunning(_) => "identity_pod_not_running",
+            Refusal::PodNotRunning(_) | Refusal::PodReplaced(_) => "identity_pod_not_running",
             Refusal::WrongNode { .. } => "identity_wrong_node",
             Refusal::NotSynced => "identity_not_synced",
             Refusal::ReviewFailed(_) => "identity_review_failed",
@@ -222,6 +229,12 @@ pub fn authorize(
     };
     if !meta_pod.running {
         return Err(Refusal::PodNotRunning(pod));
+    }
+    if let Some([uid]) = reviewed.extra.get(jwt::POD_UID_EXTRA).map(Vec::as_slice)
+        && meta_pod.uid != 0
+        && crate::meta::uid_fingerprint(uid) != meta_pod.uid
+    {
+        return Err(Refusal::PodReplaced(pod));
     }
     match &meta_pod.node {
         Some(node) if node == claimed => Ok(pod),

@@ -155,13 +155,24 @@ fn a_valid_es256_token_gives_what_a_token_review_gives() {
         PodMeta {
             node: Some(NodeName::new("node-a").unwrap()),
             running: true,
+            uid: crate::meta::uid_fingerprint("agent-a-uid"),
             ..PodMeta::default()
         },
     );
     let agent = ServiceAccount::parse("kube-system/kubepulse-agent").unwrap();
-    assert!(authorize(&reviewed, &NodeName::new("node-a").unwrap(), &agent, &meta).is_ok());
+    let node_a = NodeName::new("node-a").unwrap();
+    assert!(authorize(&reviewed, &node_a, &agent, &meta).is_ok());
     let other = authorize(&reviewed, &NodeName::new("node-b").unwrap(), &agent, &meta);
     assert_eq!(other.unwrap_err().reason(), "identity_wrong_node");
+    // the pod was deleted and another of the same name runs there now
+    let key = PodKey::new("kube-system", "agent-a").unwrap();
+    let mut replaced = meta.pods.get(&key).unwrap().clone();
+    replaced.uid = crate::meta::uid_fingerprint("agent-a-uid-2");
+    meta.pods.insert(key.clone(), replaced);
+    let refused = authorize(&reviewed, &node_a, &agent, &meta).unwrap_err();
+    assert_eq!(refused, Refusal::PodReplaced(key));
+    assert_eq!(refused.reason(), "identity_pod_not_running");
+    assert!(refused.to_string().contains("UID differs"), "{refused}");
 }
 
 #[test]

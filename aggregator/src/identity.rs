@@ -51,6 +51,8 @@ impl Verification {
 /// Least time between two fetches of the issuer's keys (a token with an unknown `kid` asks
 /// for one).
 pub const KEYS_MIN_REFETCH: Duration = Duration::from_secs(30);
+/// Longest a fetch of the keys may take (hellos waiting for keys wait this long at most).
+pub const KEYS_FETCH_TIMEOUT: Duration = Duration::from_secs(10);
 /// Keys older than this are fetched again on the next hello.
 pub const KEYS_MAX_AGE: Duration = Duration::from_secs(300);
 
@@ -124,20 +126,31 @@ impl AgentIdentity {
     /// [`KEYS_MIN_REFETCH`]).
     pub async fn load_keys(&self) {
         if self.verification != Verification::TokenReview {
-            self.fetch_keys().await;
+            self.fetch_keys(true).await;
         }
     }
 
     /// Fetches the keys if the last attempt is at least [`KEYS_MIN_REFETCH`] old (or there was
-    /// none). Concurrent callers wait for one fetch.
-    async fn fetch_keys(&self) {
-        let mut last = self.last_fetch.lock().await;
+    /// none), within [`KEYS_FETCH_TIMEOUT`]. Concurrent callers wait for one fetch if `wait`,
+    /// else return at once (stale keys are still good while a refresh runs).
+    async fn fetch_keys(&self, wait: bool) {
+        let mut last = if wait {
+            self.last_fetch.lock().await
+        } else {
+            match self.last_fetch.try_lock() {
+                Ok(last) => last,
+                Err(_) => return,
+            }
+        };
         let now = tokio::time::Instant::now();
         if last.is_some_and(|at| now.duration_since(at) < KEYS_MIN_REFETCH) {
             return;
         }
         *last = Some(now);
-        match self.discover().await {
+        let fetched = tokio::time::timeout(KEYS_FETCH_TIMEOUT, self.discover())
+            .await
+            .unwrap_or_else(|_| Err(anyhow::anyhow!("no answer in {KEYS_FETCH_TIMEOUT:?}")));
+        match fetched {
             Ok(keys) => {
                 tracing::info!(
                     issuer = %keys.issuer,
@@ -192,8 +205,9 @@ impl AgentIdentity {
             keys.as_ref()
                 .is_none_or(|k| k.fetched.elapsed() >= KEYS_MAX_AGE)
         };
-        if stale(&self.current_keys()) {
-            self.fetch_keys().await;
+        let current = self.current_keys();
+        if stale(&current) {
+            self.fetch_keys(current.is_none()).await;
         }
         let mut refetched = false;
         loop {
@@ -216,7 +230,7 @@ impl AgentIdentity {
                 }
                 Err(Unverified::UnknownKey(kid)) if !refetched => {
                     refetched = true;
-                    self.fetch_keys().await;
+                    self.fetch_keys(true).await;
                     if self.current_keys().is_some_and(|k| !Arc::ptr_eq(&k, &keys)) {
                         continue;
                     }

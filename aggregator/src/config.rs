@@ -605,6 +605,23 @@ mod tests {
     }
 
     #[test]
+    fn agent_token_verification_is_one_of_three() {
+        assert_eq!(parse(&[]).agent_token_verification, "auto");
+        for mode in ["auto", "local", "tokenreview"] {
+            let flag = format!("--agent-token-verification={mode}");
+            assert_eq!(parse(&[&flag]).validate(), Ok(()), "{mode}");
+        }
+        let problems = parse(&["--agent-token-verification=jwks"])
+            .validate()
+            .unwrap_err();
+        assert_eq!(problems.len(), 1, "{problems:#?}");
+        assert!(
+            problems[0].starts_with("--agent-token-verification: \"jwks\" is not auto"),
+            "{problems:#?}"
+        );
+    }
+
+    #[test]
     fn kubernetes_and_auth_flags() {
         let c = parse(&[]);
         assert!(!c.standalone);

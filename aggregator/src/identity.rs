@@ -343,3 +343,6 @@ pub fn status(refusal: &Refusal) -> Status {
         Kind::Unavailable => Status::unavailable(message),
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -6,9 +6,10 @@
 //! The keys are fetched at start, again when a token names a `kid` they lack (at most every
 //! [`KEYS_MIN_REFETCH`]) and when older than [`KEYS_MAX_AGE`]; a token of another issuer, or of
 //! a key still unknown, goes to a TokenReview in `auto` mode. Then
-//! `kubepulse_aggregator_core::identity::authorize` checks that it is the agent service account's projected token of a Running pod bound to
-//! the node the stream claims, by the Pod watch. In `--standalone` mode there is no API server
-//! to ask and identity is not checked (said once at start).
+//! `kubepulse_aggregator_core::identity::authorize` checks that it is the agent service
+//! account's projected token of a Running pod bound to the node the stream claims, by the Pod
+//! watch. In `--standalone` mode there is no API server to ask and identity is not checked
+//! (said once at start).
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
@@ -261,7 +262,7 @@ impl AgentIdentity {
                 }
                 Local::Undecided(why) if self.verification == Verification::Local => {
                     return Err(if self.current_keys().is_none() {
-                        Refusal::ReviewFailed(why)
+                        Refusal::KeysUnavailable(why)
                     } else {
                         Refusal::Unverified(format!("{why} (--agent-token-verification=local)"))
                     });
@@ -283,12 +284,12 @@ impl AgentIdentity {
         if let Some(answer) = self.lock().get(&key, self.started.elapsed()) {
             return answer.clone();
         }
-        count("tokenreview");
         let Ok(_permit) = self.reviews.try_acquire() else {
             return Err(Refusal::ReviewFailed(format!(
                 "{MAX_REVIEWS_IN_FLIGHT} token reviews already in flight"
             )));
         };
+        count("tokenreview");
         let review = TokenReview {
             spec: TokenReviewSpec {
                 token: token.to_owned(),

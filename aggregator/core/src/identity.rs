@@ -153,6 +153,9 @@ pub enum Refusal {
     /// The TokenReview itself failed.
     #[error("token review failed: {0}; retry")]
     ReviewFailed(String),
+    /// Verifying locally only, and the issuer's public keys could not be fetched yet.
+    #[error("cannot verify the token yet: {0}; retry")]
+    KeysUnavailable(String),
 }
 
 impl Refusal {
@@ -168,7 +171,9 @@ impl Refusal {
             | Refusal::PodNotRunning(_)
             | Refusal::PodReplaced(_)
             | Refusal::WrongNode { .. } => Kind::PermissionDenied,
-            Refusal::NotSynced | Refusal::ReviewFailed(_) => Kind::Unavailable,
+            Refusal::NotSynced | Refusal::ReviewFailed(_) | Refusal::KeysUnavailable(_) => {
+                Kind::Unavailable
+            }
         }
     }
 
@@ -183,7 +188,7 @@ impl Refusal {
             Refusal::PodNotRunning(_) | Refusal::PodReplaced(_) => "identity_pod_not_running",
             Refusal::WrongNode { .. } => "identity_wrong_node",
             Refusal::NotSynced => "identity_not_synced",
-            Refusal::ReviewFailed(_) => "identity_review_failed",
+            Refusal::ReviewFailed(_) | Refusal::KeysUnavailable(_) => "identity_review_failed",
         }
     }
 }

@@ -161,6 +161,11 @@ fn service_accounts_parse() {
         Kind::Unauthenticated
     );
     assert_eq!(Refusal::ReviewFailed("x".into()).kind(), Kind::Unavailable);
+    let keys = Refusal::KeysUnavailable("x".into());
+    assert_eq!(
+        (keys.kind(), keys.reason()),
+        (Kind::Unavailable, "identity_review_failed")
+    );
 }
 
 #[test]

@@ -24,6 +24,7 @@ use kubepulse_aggregator_core::limits::TtlCache;
 use kubepulse_model::{NodeName, PodKey};
 use tonic::Status;
 
+use crate::telemetry::{self, TokenVerification};
 use crate::watch::MetaPublished;
 
 /// How agent tokens are verified (`--agent-token-verification`).
@@ -153,20 +154,11 @@ impl AgentIdentity {
             .unwrap_or_else(|_| Err(anyhow::anyhow!("no answer in {KEYS_FETCH_TIMEOUT:?}")));
         match fetched {
             Ok(keys) => {
-                tracing::info!(
-                    issuer = %keys.issuer,
-                    keys = keys.keys.len(),
-                    skipped = keys.keys.skipped(),
-                    "agent tokens are verified locally against the service-account issuer's public keys"
-                );
+                telemetry::issuer_keys_fetched(&keys.issuer, keys.keys.len(), keys.keys.skipped());
                 *self.keys.lock().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(keys));
             }
             Err(err) => {
-                let fallback = match self.verification {
-                    Verification::Local => "agents are refused until they can be fetched",
-                    _ => "agent tokens are reviewed by the API server (TokenReview)",
-                };
-                tracing::warn!(error = %format!("{err:#}"), "service-account issuer keys unavailable: {fallback}");
+                telemetry::issuer_keys_unavailable(&err, self.verification == Verification::Local)
             }
         }
     }
@@ -257,7 +249,7 @@ impl AgentIdentity {
             Verification::TokenReview => self.review(token).await?,
             Verification::Local | Verification::Auto => match self.local(token).await {
                 Local::Done(answer) => {
-                    count("local");
+                    telemetry::agent_token_verified(TokenVerification::Local);
                     answer?
                 }
                 Local::Undecided(why) if self.verification == Verification::Local => {
@@ -289,7 +281,7 @@ impl AgentIdentity {
                 "{MAX_REVIEWS_IN_FLIGHT} token reviews already in flight"
             )));
         };
-        count("tokenreview");
+        telemetry::agent_token_verified(TokenVerification::TokenReview);
         let review = TokenReview {
             spec: TokenReviewSpec {
                 token: token.to_owned(),
@@ -325,14 +317,6 @@ impl AgentIdentity {
     fn lock(&self) -> std::sync::MutexGuard<'_, TtlCache<[u8; 32], Result<Reviewed, Refusal>>> {
         self.cache.lock().unwrap_or_else(|e| e.into_inner())
     }
-}
-
-/// Counts a verification by `method`.
-fn count(method: &'static str) {
-    crate::metrics::get()
-        .agent_token_verifications
-        .get_or_create(&[("method", method)])
-        .inc();
 }
 
 /// The gRPC status an agent gets for a refusal.

@@ -74,7 +74,7 @@ impl fmt::Display for ServiceAccount {
     }
 }
 
-/// What a TokenReview said about an authenticated token.
+/// What a TokenReview, or [`jwt::verify`] in its place, says about an authenticated token.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Reviewed {
     /// `status.user.username`.

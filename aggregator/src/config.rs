@@ -356,6 +356,17 @@ pub struct Config {
         help_heading = "Ingest"
     )]
     pub agent_token_cache_max_entries: usize,
+    /// How agent tokens are verified: `local` against the service-account issuer's public
+    /// keys (its JWKS, read from the API server's `/.well-known/openid-configuration`),
+    /// `tokenreview` by the API server, or `auto`: locally when the keys are published and know
+    /// the token, else by a TokenReview.
+    #[arg(
+        long,
+        env = "KUBEPULSE_AGGREGATOR_AGENT_TOKEN_VERIFICATION",
+        default_value = "auto",
+        help_heading = "Ingest"
+    )]
+    pub agent_token_verification: String,
 
     /// Most API requests served at once (health probes aside); more are refused with 429
     /// TooManyRequests (metrics-server's flag and default).
@@ -453,6 +464,9 @@ impl Config {
             kubepulse_aggregator_core::identity::ServiceAccount::parse(&self.agent_service_account)
         {
             problems.push(format!("--agent-service-account: {err}"));
+        }
+        if let Err(err) = crate::identity::Verification::parse(&self.agent_token_verification) {
+            problems.push(format!("--agent-token-verification: {err}"));
         }
         if self.agent_token_cache_max_entries == 0 {
             problems.push("--agent-token-cache-max-entries must be positive".to_owned());
@@ -588,6 +602,23 @@ mod tests {
         ]);
         let problems = bad.validate().unwrap_err();
         assert_eq!(problems.len(), 4, "{problems:#?}");
+    }
+
+    #[test]
+    fn agent_token_verification_is_one_of_three() {
+        assert_eq!(parse(&[]).agent_token_verification, "auto");
+        for mode in ["auto", "local", "tokenreview"] {
+            let flag = format!("--agent-token-verification={mode}");
+            assert_eq!(parse(&[&flag]).validate(), Ok(()), "{mode}");
+        }
+        let problems = parse(&["--agent-token-verification=jwks"])
+            .validate()
+            .unwrap_err();
+        assert_eq!(problems.len(), 1, "{problems:#?}");
+        assert!(
+            problems[0].starts_with("--agent-token-verification: \"jwks\" is not auto"),
+            "{problems:#?}"
+        );
     }
 
     #[test]

@@ -208,7 +208,7 @@ pub async fn run(
     Ok(())
 }
 
-/// The agent identity check of Kubernetes mode (TokenReviews through
+/// The agent identity check of Kubernetes mode (the issuer's keys and TokenReviews through
 /// `--authentication-kubeconfig`, else `--kubeconfig`); `None`, said once, with --standalone.
 async fn agent_identity(
     config: &Config,
@@ -234,13 +234,18 @@ async fn agent_identity(
         service_account = %agent,
         "agent identity: a stream is accepted only with its pod's projected token (audience kubepulse), from a Running pod on the node it claims"
     );
-    Ok(Some(std::sync::Arc::new(identity::AgentIdentity::new(
+    let verification = identity::Verification::parse(&config.agent_token_verification)
+        .map_err(|e| anyhow::anyhow!("--agent-token-verification: {e}"))?;
+    let identity = identity::AgentIdentity::new(
         client,
         meta,
         identity::Settings {
+            verification,
             agent,
             ttl: config.agent_token_cache_ttl,
             max_entries: config.agent_token_cache_max_entries,
         },
-    ))))
+    );
+    identity.load_keys().await;
+    Ok(Some(std::sync::Arc::new(identity)))
 }

@@ -65,6 +65,9 @@ pub struct Metrics {
     pub store_nodes_kubelet_failing: Gauge,
     /// Agent streams refused or closed by a bound or an identity check, by `reason`.
     pub streams_refused: Family<Labels<1>, Counter>,
+    /// Agent tokens verified, by `method`: `local` (against the issuer's public keys) or
+    /// `tokenreview` (asked of the API server; answers reused from the cache not counted).
+    pub agent_token_verifications: Family<Labels<1>, Counter>,
     /// Agent messages that waited for their stream's rate limit.
     pub ingest_throttled: Counter,
     /// Resync requests the writer dropped because its queue to the stream was full (one is
@@ -249,6 +252,7 @@ impl Metrics {
             store_containers: Gauge::default(),
             store_nodes_kubelet_failing: Gauge::default(),
             streams_refused: Family::default(),
+            agent_token_verifications: Family::default(),
             ingest_throttled: Counter::default(),
             resyncs_coalesced: Counter::default(),
             api_overloaded: Family::default(),
@@ -257,6 +261,11 @@ impl Metrics {
         // the fixed-vocabulary series exist from the start, at 0
         for kind in ["snapshot", "delta", "status"] {
             let _ = m.ingest_messages.get_or_create(&[("kind", kind)]);
+        }
+        for method in ["local", "tokenreview"] {
+            let _ = m
+                .agent_token_verifications
+                .get_or_create(&[("method", method)]);
         }
         for reason in ["gap", "invalid", "store"] {
             let _ = m.resyncs.get_or_create(&[("reason", reason)]);
@@ -335,6 +344,11 @@ impl Metrics {
             "streams_refused",
             "Agent streams refused or closed by a bound or an identity check, by reason",
             m.streams_refused.clone(),
+        );
+        r.register(
+            "agent_token_verifications",
+            "Agent tokens verified, by method (local: against the service-account issuer's public keys; tokenreview: by the API server)",
+            m.agent_token_verifications.clone(),
         );
         r.register(
             "ingest_throttled",

@@ -77,6 +77,49 @@ pub fn stream_limited(node: &str, remote: &str, reason: &'static str, message: &
     tracing::warn!(node, remote, reason, message, "agent stream refused");
 }
 
+/// How an agent token was judged (the `method` label of `agent_token_verifications`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TokenVerification {
+    /// Against the service-account issuer's public keys.
+    Local,
+    /// By a TokenReview (not counted when the answer came from the cache).
+    TokenReview,
+}
+
+/// An agent token was verified or refused by `method` (counted only: the stream's outcome is
+/// logged by [`stream_limited`] or [`stream_opened`]).
+pub fn agent_token_verified(method: TokenVerification) {
+    let method = match method {
+        TokenVerification::Local => "local",
+        TokenVerification::TokenReview => "tokenreview",
+    };
+    metrics::get()
+        .agent_token_verifications
+        .get_or_create(&[("method", method)])
+        .inc();
+}
+
+/// The service-account issuer's public keys were (re)fetched: one INFO line.
+pub fn issuer_keys_fetched(issuer: &str, keys: usize, skipped: usize) {
+    tracing::info!(
+        issuer,
+        keys,
+        skipped,
+        "agent tokens are verified locally against the service-account issuer's public keys"
+    );
+}
+
+/// The issuer's keys could not be fetched (at most one WARN line per refetch interval);
+/// `local_only`: agents are refused until they are, else their tokens are reviewed.
+pub fn issuer_keys_unavailable(error: &anyhow::Error, local_only: bool) {
+    let fallback = if local_only {
+        "agents are refused until they can be fetched (--agent-token-verification=local)"
+    } else {
+        "agent tokens are reviewed by the API server (TokenReview)"
+    };
+    tracing::warn!(error = %format!("{error:#}"), "service-account issuer keys unavailable: {fallback}");
+}
+
 /// The writer dropped a resync request: one is already queued for the stream (counted only).
 pub fn resync_coalesced() {
     metrics::get().resyncs_coalesced.inc();

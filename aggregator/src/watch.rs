@@ -182,6 +182,9 @@ fn pod_change(pod: Pod, deleted: bool) -> Change {
     Change::Pod(
         key,
         Some(PodMeta {
+            uid: kubepulse_aggregator_core::meta::uid_fingerprint(
+                pod.metadata.uid.as_deref().unwrap_or_default(),
+            ),
             labels: Arc::new(pod.metadata.labels.unwrap_or_default()),
             node,
             running,

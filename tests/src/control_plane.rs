@@ -200,6 +200,9 @@ impl ControlPlane {
             p.flag("tls-cert-file", "apiserver.crt"),
             p.flag("tls-private-key-file", "apiserver.key"),
             p.flag("client-ca-file", "ca.crt"),
+            // an https issuer is enough for /.well-known/openid-configuration and
+            // /openid/v1/jwks to be served (jwks_uri derived from it; --service-account-jwks-uri
+            // is only for keys published elsewhere): agents' tokens are verified against them
             "--service-account-issuer=https://kubernetes.default.svc".into(),
             "--service-cluster-ip-range=10.0.0.0/24".into(),
             p.flag("service-account-key-file", "sa.pub"),

@@ -341,6 +341,10 @@ fn check_rbac(cp: &ControlPlane) {
         (AGGREGATOR_SA, &["watch", "pods", "--all-namespaces"]),
         (AGGREGATOR_SA, &["list", "nodes"]),
         (AGGREGATOR_SA, &["watch", "nodes"]),
+        // the service-account issuer's keys, for verifying agent tokens locally: granted by the
+        // default system:service-account-issuer-discovery binding, not by 00-rbac.yaml
+        (AGGREGATOR_SA, &["get", "/.well-known/openid-configuration"]),
+        (AGGREGATOR_SA, &["get", "/openid/v1/jwks"]),
         // delegated authentication and authorization
         (
             AGGREGATOR_SA,

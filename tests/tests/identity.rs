@@ -4,9 +4,13 @@
 //!   accepts a stream only with the projected token of the agent service account's Running
 //!   pod on the claimed node; a valid agent claiming another node, an expired token, a token
 //!   for another audience, a token of another service account and no token are each refused
-//!   with a clear gRPC status and counted by reason. Tokens come from the API server's
-//!   TokenRequest API bound to real Pod objects, as the kubelet projects them; the expired one
-//!   is signed with the control plane's service-account key.
+//!   with a clear gRPC status and counted by reason. Tokens are verified locally against the
+//!   API server's published service-account keys (`--agent-token-verification` auto and
+//!   local; a token of another issuer goes to a TokenReview in auto mode) and by TokenReview
+//!   when forced, each path shown used by `agent_token_verifications_total{method}`. Tokens
+//!   come from the API server's TokenRequest API bound to real Pod objects, as the kubelet
+//!   projects them; the expired one, and one of another issuer, are signed with the control
+//!   plane's service-account key.
 //! - agent ↔ aggregator gRPC over TLS (in process): agents verify the aggregator's certificate
 //!   against `--aggregator-ca-file` and its name; a wrong CA or name never connects.
 //!
@@ -51,6 +55,22 @@ async fn only_the_agent_pod_of_a_node_may_report_for_it() {
     }
 }
 
+fn verifications(method: &'static str) -> u64 {
+    kubepulse_aggregator::metrics::get()
+        .agent_token_verifications
+        .get_or_create(&[("method", method)])
+        .get()
+}
+
+/// The tokens the cases present.
+struct Tokens {
+    valid: String,
+    other_audience: String,
+    other_account: String,
+    expired: String,
+    other_issuer: String,
+}
+
 async fn identity_cases(cp: &'static ControlPlane) -> anyhow::Result<()> {
     let client = cp.client().await?;
     let (node_a, node_b) = ("ident-node-a".to_owned(), "ident-node-b".to_owned());
@@ -66,16 +86,43 @@ async fn identity_cases(cp: &'static ControlPlane) -> anyhow::Result<()> {
     let other_uid =
         agent_identity::running_pod(&client, "ident-other-a", "ident-other", &node_a).await?;
     let bound = |sa, audience, pod| agent_identity::bound_token(&client, sa, audience, pod);
-    let valid = bound(AGENT_SERVICE_ACCOUNT, AUDIENCE, (&pod_a, &uid_a)).await?;
-    let other_audience = bound(AGENT_SERVICE_ACCOUNT, "vault", (&pod_a, &uid_a)).await?;
-    let other_account = bound("ident-other", AUDIENCE, ("ident-other-a", &other_uid)).await?;
-    let expired = agent_identity::expired_token(
-        &std::fs::read_to_string(cp.pki.path("sa.key"))?,
-        (AGENT_SERVICE_ACCOUNT, &sa_uid),
-        (&pod_a, &uid_a),
-        AUDIENCE,
-    )?;
+    let sa_key = std::fs::read_to_string(cp.pki.path("sa.key"))?;
+    let tokens = Tokens {
+        valid: bound(AGENT_SERVICE_ACCOUNT, AUDIENCE, (&pod_a, &uid_a)).await?,
+        other_audience: bound(AGENT_SERVICE_ACCOUNT, "vault", (&pod_a, &uid_a)).await?,
+        other_account: bound("ident-other", AUDIENCE, ("ident-other-a", &other_uid)).await?,
+        expired: agent_identity::expired_token(
+            &sa_key,
+            (AGENT_SERVICE_ACCOUNT, &sa_uid),
+            (&pod_a, &uid_a),
+            AUDIENCE,
+        )?,
+        other_issuer: agent_identity::other_issuer_token(
+            &sa_key,
+            "https://issuer.example",
+            (AGENT_SERVICE_ACCOUNT, &sa_uid),
+            (&pod_a, &uid_a),
+            AUDIENCE,
+        )?,
+    };
+    // auto (the default) verifies against the API server's published keys; local must too;
+    // a forced TokenReview still refuses the same tokens
+    for mode in ["auto", "local", "tokenreview"] {
+        refusals(cp, mode, &tokens, (&node_a, &node_b))
+            .await
+            .map_err(|err| err.context(format!("--agent-token-verification={mode}")))?;
+    }
+    objects::delete_nodes(&client, &[node_a, node_b]).await;
+    Ok(())
+}
 
+async fn refusals(
+    cp: &'static ControlPlane,
+    mode: &str,
+    tokens: &Tokens,
+    (node_a, node_b): (&str, &str),
+) -> anyhow::Result<()> {
+    let (local_before, reviews_before) = (verifications("local"), verifications("tokenreview"));
     let dir = tempfile::tempdir()?;
     let aggregator = Aggregator::start_with(
         dir.path(),
@@ -83,6 +130,7 @@ async fn identity_cases(cp: &'static ControlPlane) -> anyhow::Result<()> {
             format!("--kubeconfig={}", cp.kubeconfig.display()),
             "--grpc-plaintext".to_owned(),
             "--bind-address=127.0.0.1".to_owned(),
+            format!("--agent-token-verification={mode}"),
         ],
     )
     .await?;
@@ -102,7 +150,7 @@ async fn identity_cases(cp: &'static ControlPlane) -> anyhow::Result<()> {
         Duration::from_secs(30),
         "the agent of node a accepted",
         || {
-            let open = open(&node_a, &valid);
+            let open = open(node_a, &tokens.valid);
             async move {
                 match open.await {
                     Ok(stream) => Ok(Some(stream)),
@@ -115,49 +163,75 @@ async fn identity_cases(cp: &'static ControlPlane) -> anyhow::Result<()> {
     .await?;
     assert_eq!(accepted.next(Duration::from_secs(5)).await?, Reply::Ack(0));
 
-    let cases: [(&str, &str, &str, tonic::Code, &str, &'static str); 5] = [
+    let reviewed = mode == "tokenreview";
+    // the API server refuses a token for another audience without saying which it is for;
+    // local verification reads it
+    let (audience_message, audience_reason) = if reviewed {
+        ("token rejected by the API server", "identity_invalid_token")
+    } else {
+        (
+            "token is not for audience kubepulse (it is for [\"vault\"])",
+            "identity_wrong_audience",
+        )
+    };
+    // another issuer: auto leaves it to a TokenReview, local refuses it itself
+    let issuer_message = match mode {
+        "local" => "is not the service-account issuer",
+        _ => "token rejected by the API server",
+    };
+    let cases: [(&str, &str, &str, tonic::Code, &str, &'static str); 6] = [
         (
             "a valid agent claiming another node",
-            &node_b,
-            &valid,
+            node_b,
+            &tokens.valid,
             tonic::Code::PermissionDenied,
             "runs on node ident-node-a, not on node ident-node-b",
             "identity_wrong_node",
         ),
         (
             "an expired token",
-            &node_a,
-            &expired,
+            node_a,
+            &tokens.expired,
             tonic::Code::Unauthenticated,
             "expired",
             "identity_invalid_token",
         ),
         (
             "a token for another audience",
-            &node_a,
-            &other_audience,
+            node_a,
+            &tokens.other_audience,
             tonic::Code::Unauthenticated,
-            "token rejected by the API server",
-            "identity_invalid_token",
+            audience_message,
+            audience_reason,
         ),
         (
             "a token of another service account",
-            &node_a,
-            &other_account,
+            node_a,
+            &tokens.other_account,
             tonic::Code::PermissionDenied,
             "not to the agent service account system:serviceaccount:kube-system:kubepulse-agent",
             "identity_wrong_service_account",
         ),
         (
             "no token",
-            &node_a,
+            node_a,
             "",
             tonic::Code::Unauthenticated,
             "no service-account token in the hello",
             "identity_no_token",
         ),
+        (
+            "a token of another issuer",
+            node_a,
+            &tokens.other_issuer,
+            tonic::Code::Unauthenticated,
+            issuer_message,
+            "identity_invalid_token",
+        ),
     ];
+    let mut reviews_before_issuer = 0;
     for (what, node, token, code, message, reason) in cases {
+        reviews_before_issuer = verifications("tokenreview");
         let before = refused_count(reason);
         let refused = open(node, token)
             .await
@@ -172,13 +246,31 @@ async fn identity_cases(cp: &'static ControlPlane) -> anyhow::Result<()> {
             "{what}: not counted as {reason}"
         );
     }
+    let reviews_for_issuer = verifications("tokenreview") - reviews_before_issuer;
 
     // the accepted agent was not disturbed
     accepted.send(raw_agent::empty_delta(1)).await?;
     assert_eq!(accepted.next(Duration::from_secs(5)).await?, Reply::Ack(1));
     drop(accepted);
     aggregator.stop().await;
-    objects::delete_nodes(&client, &[node_a, node_b]).await;
+
+    // which path judged the tokens, by the self-metrics
+    let local = verifications("local") - local_before;
+    let reviews = verifications("tokenreview") - reviews_before;
+    match mode {
+        "tokenreview" => anyhow::ensure!(
+            local == 0 && reviews >= 5,
+            "forced TokenReview: {local} local verifications, {reviews} reviews"
+        ),
+        "local" => anyhow::ensure!(
+            local >= 4 && reviews == 0,
+            "local: {local} local verifications, {reviews} reviews"
+        ),
+        _ => anyhow::ensure!(
+            local >= 4 && reviews == 1 && reviews_for_issuer == 1,
+            "auto: {local} local verifications, {reviews} reviews (only the other issuer's token should be reviewed)"
+        ),
+    }
     Ok(())
 }
 

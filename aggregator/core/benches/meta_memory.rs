@@ -8,7 +8,7 @@ use std::alloc::System;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use kubepulse_aggregator_core::meta::{Kind, MetaStore, NodeMeta, PodMeta};
+use kubepulse_aggregator_core::meta::{Kind, MetaStore, NodeMeta, PodMeta, uid_fingerprint};
 use kubepulse_model::{NodeName, PodKey};
 use stats_alloc::{INSTRUMENTED_SYSTEM, Region, StatsAlloc};
 
@@ -68,6 +68,7 @@ fn fill(store: &mut MetaStore, unique: bool) {
                 NodeName::new(&format!("node-{:06}.cluster.example", i / PODS_PER_NODE)).unwrap(),
             ),
             running: true,
+            uid: uid_fingerprint(&format!("{i:08x}-0000-4000-8000-000000000000")),
         };
         store.apply_pod(key, meta);
     }
@@ -105,6 +106,7 @@ fn measure(unique: bool) {
             labels: Arc::new(pod_labels(0, unique)),
             node: Some(NodeName::new("node-000001.cluster.example").unwrap()),
             running: true,
+            uid: 1,
         },
     );
     let after = store.publish();

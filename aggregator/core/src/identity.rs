@@ -9,7 +9,11 @@
 //!    DaemonSet's pods run as),
 //! 3. is bound to a pod (a projected token: `authentication.kubernetes.io/pod-name`), and
 //! 4. that pod is Running and bound to the node the stream claims, by the Pod watch (and by
-//!    the token's own `authentication.kubernetes.io/node-name` when the API server adds it).
+//!    the token's own `authentication.kubernetes.io/node-name` when the API server adds it),
+//!    and is the very pod the token was issued for (same UID, when the token names one).
+//!
+//! The token is verified either by a TokenReview or locally against the service-account
+//! issuer's public keys ([`jwt`]); both give the same [`Reviewed`].
 //!
 //! So a compromised node can report only for itself: its agent's token names its own pod,
 //! which the API server binds to its own node.
@@ -20,6 +24,8 @@ use std::fmt;
 use kubepulse_model::{NodeName, PodKey};
 
 use crate::meta::MetaView;
+
+pub mod jwt;
 
 /// The audience agents' tokens are issued for.
 pub const AUDIENCE: &str = "kubepulse";
@@ -68,7 +74,7 @@ impl fmt::Display for ServiceAccount {
     }
 }
 
-/// What a TokenReview said about an authenticated token.
+/// What a TokenReview, or [`jwt::verify`] in its place, says about an authenticated token.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Reviewed {
     /// `status.user.username`.
@@ -103,6 +109,10 @@ pub enum Refusal {
     /// another audience); its reason is kept.
     #[error("token rejected by the API server: {0}")]
     Invalid(String),
+    /// Verification against the issuer's public keys failed (malformed, bad signature,
+    /// expired, not valid yet); counted as an invalid token like [`Refusal::Invalid`].
+    #[error("token rejected: {0}")]
+    Unverified(String),
     /// Authenticated, but not for the kubepulse audience.
     #[error("token is not for audience {AUDIENCE} (it is for {0:?})")]
     WrongAudience(Vec<String>),
@@ -120,6 +130,11 @@ pub enum Refusal {
     /// The token's pod is not a Running pod the aggregator knows.
     #[error("pod {0} is not a Running pod of this cluster")]
     PodNotRunning(PodKey),
+    /// The token's pod was deleted and another pod of the same name runs now.
+    #[error(
+        "pod {0} is not the pod the token is bound to (its UID differs): the token's pod is gone"
+    )]
+    PodReplaced(PodKey),
     /// The token's pod runs on another node than the stream claims.
     #[error(
         "pod {pod} runs on node {bound}, not on node {claimed}: an agent reports only for its own node"
@@ -138,20 +153,27 @@ pub enum Refusal {
     /// The TokenReview itself failed.
     #[error("token review failed: {0}; retry")]
     ReviewFailed(String),
+    /// Verifying locally only, and the issuer's public keys could not be fetched yet.
+    #[error("cannot verify the token yet: {0}; retry")]
+    KeysUnavailable(String),
 }
 
 impl Refusal {
     /// The gRPC code the agent gets.
     pub fn kind(&self) -> Kind {
         match self {
-            Refusal::NoToken | Refusal::Invalid(_) | Refusal::WrongAudience(_) => {
-                Kind::Unauthenticated
-            }
+            Refusal::NoToken
+            | Refusal::Invalid(_)
+            | Refusal::Unverified(_)
+            | Refusal::WrongAudience(_) => Kind::Unauthenticated,
             Refusal::WrongServiceAccount { .. }
             | Refusal::NotBoundToPod
             | Refusal::PodNotRunning(_)
+            | Refusal::PodReplaced(_)
             | Refusal::WrongNode { .. } => Kind::PermissionDenied,
-            Refusal::NotSynced | Refusal::ReviewFailed(_) => Kind::Unavailable,
+            Refusal::NotSynced | Refusal::ReviewFailed(_) | Refusal::KeysUnavailable(_) => {
+                Kind::Unavailable
+            }
         }
     }
 
@@ -159,14 +181,14 @@ impl Refusal {
     pub fn reason(&self) -> &'static str {
         match self {
             Refusal::NoToken => "identity_no_token",
-            Refusal::Invalid(_) => "identity_invalid_token",
+            Refusal::Invalid(_) | Refusal::Unverified(_) => "identity_invalid_token",
             Refusal::WrongAudience(_) => "identity_wrong_audience",
             Refusal::WrongServiceAccount { .. } => "identity_wrong_service_account",
             Refusal::NotBoundToPod => "identity_not_bound_to_pod",
-            Refusal::PodNotRunning(_) => "identity_pod_not_running",
+            Refusal::PodNotRunning(_) | Refusal::PodReplaced(_) => "identity_pod_not_running",
             Refusal::WrongNode { .. } => "identity_wrong_node",
             Refusal::NotSynced => "identity_not_synced",
-            Refusal::ReviewFailed(_) => "identity_review_failed",
+            Refusal::ReviewFailed(_) | Refusal::KeysUnavailable(_) => "identity_review_failed",
         }
     }
 }
@@ -212,6 +234,12 @@ pub fn authorize(
     };
     if !meta_pod.running {
         return Err(Refusal::PodNotRunning(pod));
+    }
+    if let Some([uid]) = reviewed.extra.get(jwt::POD_UID_EXTRA).map(Vec::as_slice)
+        && meta_pod.uid != 0
+        && crate::meta::uid_fingerprint(uid) != meta_pod.uid
+    {
+        return Err(Refusal::PodReplaced(pod));
     }
     match &meta_pod.node {
         Some(node) if node == claimed => Ok(pod),

@@ -28,6 +28,19 @@ pub struct PodMeta {
     pub node: Option<NodeName>,
     /// `status.phase == Running`.
     pub running: bool,
+    /// [`uid_fingerprint`] of `metadata.uid` (0: unknown), to tell a pod from a later one of
+    /// the same name (agent tokens are bound to a pod's UID); a digest keeps it at 8 bytes.
+    pub uid: u64,
+}
+
+/// A pod UID's fingerprint for [`PodMeta::uid`]; never 0 for a non-empty UID.
+pub fn uid_fingerprint(uid: &str) -> u64 {
+    if uid.is_empty() {
+        return 0;
+    }
+    let mut hasher = std::hash::DefaultHasher::new();
+    std::hash::Hash::hash(uid, &mut hasher);
+    std::hash::Hasher::finish(&hasher).max(1)
 }
 
 /// What the watch knows of a node.
@@ -122,6 +135,7 @@ impl MetaStore {
             labels: self.intern_labels(meta.labels),
             node: meta.node.map(|n| intern(&mut self.node_names, n)),
             running: meta.running,
+            uid: meta.uid,
         };
         let map = match self.relist_pods.as_mut() {
             Some(relist) => relist,

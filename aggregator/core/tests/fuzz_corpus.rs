@@ -60,6 +60,27 @@ fn front_proxy_corpus_replays_cleanly() {
 }
 
 #[test]
+fn agent_token_corpus_replays_cleanly() {
+    replay("agent_token", fuzz_checks::agent_token);
+}
+
+/// The `agent_token` seed is a token its key set verifies, so fuzzing starts from the path
+/// that accepts, and an expired copy of it is refused.
+#[test]
+fn agent_token_seed_verifies() {
+    use kubepulse_aggregator_core::identity::jwt::{KeySet, verify};
+    let (jwks, token) = fuzz_checks::AGENT_TOKEN_SEED;
+    let keys = KeySet::parse(jwks.as_bytes()).expect("seed JWKS");
+    let issuer = fuzz_checks::AGENT_TOKEN_ISSUER;
+    let reviewed = verify(token, &keys, issuer, fuzz_checks::AGENT_TOKEN_NOW).expect("seed token");
+    assert_eq!(
+        reviewed.username,
+        "system:serviceaccount:kube-system:kubepulse-agent"
+    );
+    assert!(verify(token, &keys, issuer, 1_900_000_000).is_err());
+}
+
+#[test]
 fn seeds_are_current() {
     let update = std::env::var_os("UPDATE_SEEDS").is_some();
     for (target, name, text) in fuzz_checks::seeds() {

@@ -402,6 +402,7 @@ async fn kubernetes_metadata_and_node_selector() {
             labels: labels(&[("app", "shop")]),
             node: Some(NodeName::new("node-a").unwrap()),
             running: true,
+            uid: 0,
         },
     );
     view.synced = true;

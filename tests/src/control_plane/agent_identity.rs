@@ -135,6 +135,39 @@ pub fn expired_token(
     pod: (&str, &str),
     audience: &str,
 ) -> anyhow::Result<String> {
+    signed_token(
+        sa_key_pem,
+        "https://kubernetes.default.svc",
+        -3600,
+        service_account,
+        pod,
+        audience,
+    )
+}
+
+/// A token like [`bound_token`]'s, valid for ten more minutes and signed with the cluster's
+/// service-account key, but naming another `issuer`: kube-apiserver does not accept it, and
+/// an aggregator verifying locally must leave it to a TokenReview.
+pub fn other_issuer_token(
+    sa_key_pem: &str,
+    issuer: &str,
+    service_account: (&str, &str),
+    pod: (&str, &str),
+    audience: &str,
+) -> anyhow::Result<String> {
+    signed_token(sa_key_pem, issuer, 600, service_account, pod, audience)
+}
+
+/// A bound-token shape signed (ES256, no `kid`) with `sa_key_pem`, expiring `expires_in`
+/// seconds from now (negative: already expired).
+fn signed_token(
+    sa_key_pem: &str,
+    issuer: &str,
+    expires_in: i64,
+    service_account: (&str, &str),
+    pod: (&str, &str),
+    audience: &str,
+) -> anyhow::Result<String> {
     let der = rustls_pki_types::PrivatePkcs8KeyDer::from_pem_slice(sa_key_pem.as_bytes())
         .context("sa.key is not a PKCS#8 PEM key")?;
     let rng = ring::rand::SystemRandom::new();
@@ -144,15 +177,17 @@ pub fn expired_token(
         &rng,
     )
     .map_err(|e| anyhow::anyhow!("sa.key: {e}"))?;
-    let now = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)?
-        .as_secs();
+    let now = i64::try_from(
+        SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)?
+            .as_secs(),
+    )?;
     let claims = json!({
         "aud": [audience],
-        "exp": now - 3600,
-        "iat": now - 7200,
-        "nbf": now - 7200,
-        "iss": "https://kubernetes.default.svc",
+        "exp": now + expires_in,
+        "iat": now + expires_in - 3600,
+        "nbf": now + expires_in - 3600,
+        "iss": issuer,
         "sub": format!("system:serviceaccount:{NAMESPACE}:{}", service_account.0),
         "kubernetes.io": {
             "namespace": NAMESPACE,

@@ -14,6 +14,7 @@ use kubepulse_aggregator_core::authz::{
     self, Attributes, ExtensionAuth, RequestHeaderConfig, UserInfo,
 };
 use kubepulse_aggregator_core::encode::{self, Format, negotiate};
+use kubepulse_aggregator_core::identity::jwt::{self, Discovery, KeySet};
 use kubepulse_aggregator_core::selector::{
     Field, FieldSelector, LabelSelector, MAX_REQUIREMENTS, MAX_SELECTOR_LEN,
 };
@@ -217,6 +218,53 @@ fn pairs(text: &str, separator: char) -> BTreeMap<String, String> {
         .collect()
 }
 
+/// The issuer `agent_token` inputs are verified for.
+pub const AGENT_TOKEN_ISSUER: &str = "https://kubernetes.default.svc";
+/// The time `agent_token` inputs are verified at unless their third line says otherwise: within
+/// the validity of [`AGENT_TOKEN_SEED`].
+pub const AGENT_TOKEN_NOW: i64 = 1_800_000_000;
+/// A JWKS with one P-256 key, and an agent token that key signed (valid at
+/// [`AGENT_TOKEN_NOW`]): the `seed-valid` input.
+pub const AGENT_TOKEN_SEED: (&str, &str) = (
+    r#"{"keys":[{"use":"sig","kty":"EC","kid":"fuzz","crv":"P-256","alg":"ES256","x":"hJFOwAI_sN13CF8wNld9VFWw8AB_zA9O89-sTRoDeNc","y":"OIHbk5zKpSl1SXoU8Ti7mgrOpU8rTB67NzhvrQePW64"}]}"#,
+    "eyJhbGciOiJFUzI1NiIsImtpZCI6ImZ1enoifQ.eyJhdWQiOlsia3ViZXB1bHNlIl0sImV4cCI6MTgwMDAwMDYwMCwiaWF0IjoxNzk5OTk5OTkwLCJuYmYiOjE3OTk5OTk5OTAsImlzcyI6Imh0dHBzOi8va3ViZXJuZXRlcy5kZWZhdWx0LnN2YyIsInN1YiI6InN5c3RlbTpzZXJ2aWNlYWNjb3VudDprdWJlLXN5c3RlbTprdWJlcHVsc2UtYWdlbnQiLCJrdWJlcm5ldGVzLmlvIjp7Im5hbWVzcGFjZSI6Imt1YmUtc3lzdGVtIiwibm9kZSI6eyJuYW1lIjoibm9kZS1hIiwidWlkIjoibi11aWQifSwicG9kIjp7Im5hbWUiOiJhZ2VudC1hIiwidWlkIjoicC11aWQifSwic2VydmljZWFjY291bnQiOnsibmFtZSI6Imt1YmVwdWxzZS1hZ2VudCIsInVpZCI6InNhLXVpZCJ9fX0.uOoW9X-J4WXZa1--ibKm11aX_UjxhlwPmhnk6cvKZAHTa6d4jGeOPzVNCm4oNgnnddXwfFwcgdMKQ0ZCvTVuLw",
+);
+
+/// Agent-token verification (`identity::jwt`): the first line is a JWKS document (also tried
+/// as an OpenID provider configuration), the second a token, the optional third the current
+/// time in seconds. Nothing panics; a document that parses as a key set has a usable key; a
+/// discovery document gives an absolute JWKS path; a verified token is a service account's,
+/// for the kubepulse audience only; verifying twice gives the same answer.
+pub fn agent_token(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let mut lines = text.splitn(3, '\n');
+    let document = lines.next().unwrap_or_default();
+    let token = lines.next().unwrap_or_default();
+    let now = lines
+        .next()
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or(AGENT_TOKEN_NOW);
+    if let Ok(discovery) = Discovery::parse(document.as_bytes()) {
+        assert!(discovery.jwks_path.starts_with('/'));
+        assert!(!discovery.issuer.is_empty());
+    }
+    let Ok(keys) = KeySet::parse(document.as_bytes()) else {
+        return;
+    };
+    assert!(!keys.is_empty());
+    let first = jwt::verify(token, &keys, AGENT_TOKEN_ISSUER, now);
+    if let Ok(reviewed) = &first {
+        assert!(reviewed.username.starts_with("system:serviceaccount:"));
+        assert_eq!(
+            reviewed.audiences,
+            [kubepulse_aggregator_core::identity::AUDIENCE]
+        );
+    }
+    assert_eq!(first, jwt::verify(token, &keys, AGENT_TOKEN_ISSUER, now));
+}
+
 /// Seed inputs per target: what kubectl, the HPA, the VPA and kube-apiserver send, and the
 /// edge cases of each grammar. `aggregator/core/tests/fuzz_corpus.rs` keeps
 /// `corpus/<target>/seed-*` equal to these (`UPDATE_SEEDS=1` rewrites them).
@@ -318,6 +366,25 @@ pub fn seeds() -> Vec<(&'static str, &'static str, String)> {
         "front_proxy",
         "seed-configmap",
         "PROPFIND /../healthz\nrequestheader-client-ca-file=pem\nrequestheader-allowed-names=[\"front-proxy-client\"]\nrequestheader-username-headers=not json",
+    );
+    let (jwks, token) = AGENT_TOKEN_SEED;
+    add("agent_token", "seed-valid", &format!("{jwks}\n{token}"));
+    add(
+        "agent_token",
+        "seed-expired",
+        &format!("{jwks}\n{token}\n1900000000"),
+    );
+    let (_, rest) = token.split_once('.').unwrap_or_default();
+    let unsigned = rest.rsplit_once('.').map_or(rest, |(payload, _)| payload);
+    add(
+        "agent_token",
+        "seed-alg-none",
+        &format!("{jwks}\neyJhbGciOiJub25lIn0.{unsigned}."),
+    );
+    add(
+        "agent_token",
+        "seed-rsa-and-discovery",
+        "{\"issuer\":\"https://kubernetes.default.svc\",\"jwks_uri\":\"https://10.0.0.1:6443/openid/v1/jwks\",\"keys\":[{\"kty\":\"RSA\",\"kid\":\"r\",\"n\":\"AQAB\",\"e\":\"AQAB\"}]}\na.b.c",
     );
     seeds
 }

@@ -67,6 +67,7 @@ impl World {
                 labels: Arc::default(),
                 node: bound.map(node),
                 running,
+                uid: 0,
             },
         );
     }

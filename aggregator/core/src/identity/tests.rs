@@ -161,4 +161,51 @@ fn service_accounts_parse() {
         Kind::Unauthenticated
     );
     assert_eq!(Refusal::ReviewFailed("x".into()).kind(), Kind::Unavailable);
+    let keys = Refusal::KeysUnavailable("x".into());
+    assert_eq!(
+        (keys.kind(), keys.reason()),
+        (Kind::Unavailable, "identity_review_failed")
+    );
+}
+
+#[test]
+fn a_token_of_an_earlier_pod_of_the_same_name_is_refused() {
+    let mut view = meta(true);
+    let key = PodKey::new("kube-system", "agent-a").unwrap();
+    let mut pod = view.pods.get(&key).unwrap().clone();
+    pod.uid = crate::meta::uid_fingerprint("uid-now");
+    view.pods.insert(key.clone(), pod);
+    let with_uid = |uid: &str| {
+        let mut r = reviewed(AGENT, Some("agent-a"), &[AUDIENCE]);
+        r.extra
+            .insert(jwt::POD_UID_EXTRA.to_owned(), vec![uid.to_owned()]);
+        r
+    };
+    assert_eq!(
+        authorize(&with_uid("uid-now"), &node("node-a"), &agent(), &view),
+        Ok(key.clone())
+    );
+    assert_eq!(
+        authorize(&with_uid("uid-before"), &node("node-a"), &agent(), &view),
+        Err(Refusal::PodReplaced(key.clone()))
+    );
+    // a review without the pod's UID, or a watch that has none, is judged by name
+    assert!(
+        authorize(
+            &reviewed(AGENT, Some("agent-a"), &[AUDIENCE]),
+            &node("node-a"),
+            &agent(),
+            &view
+        )
+        .is_ok()
+    );
+    assert!(
+        authorize(
+            &with_uid("uid-before"),
+            &node("node-a"),
+            &agent(),
+            &meta(true)
+        )
+        .is_ok()
+    );
 }

@@ -17,6 +17,7 @@ fn pod(labels_: &[(&str, &str)], node: &str) -> PodMeta {
         labels: labels(labels_),
         node: Some(NodeName::new(node).unwrap()),
         running: true,
+        uid: 0,
     }
 }
 

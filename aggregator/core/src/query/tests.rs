@@ -138,6 +138,7 @@ fn metadata_filters_and_labels() {
             labels: labels(&[("app", "web")]),
             node: Some(NodeName::new("n1").unwrap()),
             running: true,
+            uid: 0,
         },
     );
     // ns/b is not Running; other/c is bound to another node than the one reporting it

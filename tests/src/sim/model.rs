@@ -403,13 +403,17 @@ impl Fleet {
         })
     }
 
-    /// Resets containers' counters without a new start time (a runtime quirk), from the current
-    /// stats refresh instant.
+    /// Resets containers' counters without a new start time (a runtime quirk), from the
+    /// current stats refresh: the counter is zero at the timestamp this refresh stamps the
+    /// series with (`offset_ms` before the refresh instant) and grows at the true rate from
+    /// there, so every window after the reset averages exactly the true rate. (Zero at the
+    /// refresh instant itself would leave the counter flat for `offset_ms` after the stamped
+    /// sample, and the first window after the reset would truly average less than the rate.)
     pub fn reset_counter(&mut self, target: &Target, now_ms: i64) -> usize {
         let at = self.sample_instant(now_ms);
         self.for_each_container(target, now_ms, |c| {
             c.cum_base_ns = 0;
-            c.base_ms = at;
+            c.base_ms = (at - c.offset_ms).max(c.start_ms);
         })
     }
 
@@ -491,5 +495,59 @@ impl Fleet {
     /// The refresh instant a read at `now_ms` sees.
     pub fn sample_instant(&self, now_ms: i64) -> i64 {
         now_ms - now_ms.rem_euclid(self.refresh_ms)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Across a counter reset and a restart, every window between two stamped samples after
+    /// the change averages exactly the true rate (what the pipeline tests compare against).
+    #[test]
+    fn windows_after_a_reset_or_restart_average_the_true_rate() {
+        let refresh = 10_000;
+        let t0 = 1_764_000_000_000;
+        let mut fleet = Fleet::generate(
+            &FleetConfig {
+                nodes: 1,
+                pods_per_node: 6,
+                refresh_ms: refresh,
+                ..FleetConfig::default()
+            },
+            t0,
+        );
+        let pods: Vec<(String, String)> = fleet.nodes[0]
+            .pods
+            .iter()
+            .map(|p| (p.namespace.clone(), p.name.clone()))
+            .collect();
+        let target = |(ns, pod): &(String, String)| Target {
+            namespace: Some(ns.clone()),
+            pod: Some(pod.clone()),
+            ..Target::default()
+        };
+        let now = t0 + 5 * refresh + 1234;
+        assert!(fleet.reset_counter(&target(&pods[0]), now) > 0);
+        assert!(fleet.restart(&target(&pods[1]), now) > 0);
+        let at = fleet.sample_instant(now);
+        for pod in &fleet.nodes[0].pods[..2] {
+            for c in &pod.containers {
+                let stamp = |at: i64| (at - c.offset_ms).max(c.start_ms);
+                for k in 0..3 {
+                    let (a, b) = (stamp(at + k * refresh), stamp(at + (k + 1) * refresh));
+                    let used = c.cum_at(b) - c.cum_at(a);
+                    let rate = used * 1_000 / (b - a) as u128;
+                    // the counter is whole nanoseconds: one nanocore of rounding
+                    assert!(
+                        rate.abs_diff(u128::from(c.cpu_nanocores)) <= 1,
+                        "rate {rate}n, true {}n: {}/{} window {k} after the change: {a}..{b}",
+                        c.cpu_nanocores,
+                        pod.name,
+                        c.name
+                    );
+                }
+            }
+        }
     }
 }

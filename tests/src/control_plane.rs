@@ -227,14 +227,8 @@ impl ControlPlane {
             &log("kube-apiserver"),
         )?;
         let client = cp.client().await.map_err(other)?;
-        cp.wait_for("kube-apiserver /readyz", timeouts.apiserver, || {
-            let client = client.clone();
-            async move {
-                let req = http::Request::get("/readyz").body(Vec::new())?;
-                Ok(client.request_text(req).await.ok().map(|_| ()))
-            }
-        })
-        .await?;
+        cp.wait_readyz(&client, "kube-apiserver /readyz", timeouts.apiserver)
+            .await?;
         // what aggregated API servers read for requestheader authentication
         cp.wait_for(
             "configmap kube-system/extension-apiserver-authentication",
@@ -320,6 +314,23 @@ impl ControlPlane {
 
     /// Polls `check` until it answers `Some`; fails at once when a process exited (naming a
     /// taken port when that is why), or after `timeout`, with the log tails.
+    /// Waits until kube-apiserver answers `/readyz` through `client`.
+    async fn wait_readyz(
+        &self,
+        client: &kube::Client,
+        what: &str,
+        timeout: Duration,
+    ) -> Result<(), StartError> {
+        self.wait_for(what, timeout, || {
+            let client = client.clone();
+            async move {
+                let req = http::Request::get("/readyz").body(Vec::new())?;
+                Ok(client.request_text(req).await.ok().map(|_| ()))
+            }
+        })
+        .await
+    }
+
     async fn wait_for<F, Fut>(
         &self,
         what: &str,
@@ -448,10 +459,7 @@ impl ControlPlane {
 
     /// Whether every process still runs (`Err` names the one that exited, with its log).
     pub fn check_alive(&self) -> anyhow::Result<()> {
-        match self.exited_error() {
-            None => Ok(()),
-            Some(StartError::PortTaken(e) | StartError::Other(e)) => Err(e),
-        }
+        self.exited_error().map_or(Ok(()), |e| Err(e.into_error()))
     }
 
     /// The last `lines` lines of every process's log, for a failing test's output.
@@ -513,15 +521,9 @@ impl ControlPlane {
         )
         .map_err(StartError::into_error)?;
         let client = self.client().await?;
-        self.wait_for("kube-apiserver /readyz after a restart", timeout, || {
-            let client = client.clone();
-            async move {
-                let req = http::Request::get("/readyz").body(Vec::new())?;
-                Ok(client.request_text(req).await.ok().map(|_| ()))
-            }
-        })
-        .await
-        .map_err(StartError::into_error)?;
+        self.wait_readyz(&client, "kube-apiserver /readyz after a restart", timeout)
+            .await
+            .map_err(StartError::into_error)?;
         Ok(begun.elapsed())
     }
 

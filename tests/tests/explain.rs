@@ -28,7 +28,9 @@ use serde_json::Value;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kubectl_pulse_explains_pods_and_nodes() -> anyhow::Result<()> {
-    let Some(kubectl) = require_kubectl() else {
+    let Some(kubectl) = kubepulse_tests::control_plane::binaries::require_kubectl(
+        "kubectl_pulse_explains_pods_and_nodes",
+    ) else {
         return Ok(());
     };
     let _turn = SERIAL.lock().await;
@@ -314,33 +316,6 @@ fn plugin_binary() -> anyhow::Result<PathBuf> {
     let installed = dir.join("kubectl-pulse");
     std::fs::copy(&binary, &installed)?;
     Ok(installed)
-}
-
-/// The kubectl binary: `$KUBECTL`, else the tools cache.
-fn kubectl() -> Option<PathBuf> {
-    if let Some(p) = std::env::var_os("KUBECTL") {
-        return Some(PathBuf::from(p));
-    }
-    let cache = std::env::var_os("KUBEPULSE_TOOLS_CACHE")
-        .map(PathBuf::from)
-        .or_else(|| {
-            std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/kubepulse/tools"))
-        })?;
-    let path = cache.join("kubectl-v1.36.3/kubectl");
-    path.is_file().then_some(path)
-}
-
-fn require_kubectl() -> Option<PathBuf> {
-    match kubectl() {
-        Some(p) => Some(p),
-        None if std::env::var("CI").is_ok_and(|v| v == "true") => {
-            panic!("kubectl 1.36.3 is missing under CI=true: run tests/tools/build.sh kubectl")
-        }
-        None => {
-            eprintln!("SKIP: kubectl not installed (tests/tools/build.sh kubectl)");
-            None
-        }
-    }
 }
 
 /// Both tests of this file take turns: each starts a fleet, agents and a replica, and the

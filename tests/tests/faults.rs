@@ -93,6 +93,27 @@ where
     eprintln!("{test}: passed in {:.1}s", started.elapsed().as_secs_f64());
 }
 
+/// A planned pod's `app` label (empty when it has none).
+fn app_label(plan: &objects::PodPlan) -> String {
+    plan.labels.get("app").cloned().unwrap_or_default()
+}
+
+/// The planned pods whose `app` label is `app`, with `relabel` = (pod, new app) applied.
+fn pods_with_app(
+    plans: &[objects::PodPlan],
+    app: &str,
+    relabel: Option<(&str, &str)>,
+) -> BTreeSet<String> {
+    plans
+        .iter()
+        .filter(|p| match relabel {
+            Some((pod, new_app)) if p.name == pod => new_app == app,
+            _ => app_label(p) == app,
+        })
+        .map(|p| p.name.clone())
+        .collect()
+}
+
 /// GET through kube-apiserver (the aggregated API), as JSON.
 async fn api_get(client: &kube::Client, path: &str) -> anyhow::Result<Value> {
     let request = http::Request::get(path).body(Vec::new())?;
@@ -411,29 +432,11 @@ async fn unreachable_api_server_watches_resume_and_labels_stay_right() {
         let selector = |app: &str| {
             format!("/apis/metrics.k8s.io/v1beta1/namespaces/{ns}/pods?labelSelector=app%3D{app}")
         };
-        let app_of = |name: &str| {
-            plans
-                .iter()
-                .find(|p| p.name == name)
-                .and_then(|p| p.labels.get("app").cloned())
-                .unwrap_or_default()
-        };
         let moved = plans[0].name.clone();
-        let old_app = app_of(&moved);
+        let old_app = app_label(&plans[0]);
         let new_app = "relabelled";
-        let with_app = |app: &str, relabelled: bool| -> BTreeSet<String> {
-            plans
-                .iter()
-                .filter(|p| {
-                    let current = if relabelled && p.name == moved {
-                        new_app.to_owned()
-                    } else {
-                        app_of(&p.name)
-                    };
-                    current == app
-                })
-                .map(|p| p.name.clone())
-                .collect()
+        let with_app = |app: &str, relabelled: bool| {
+            pods_with_app(&plans, app, relabelled.then_some((moved.as_str(), new_app)))
         };
         let served = |app: String| {
             let client = client.clone();
@@ -524,21 +527,10 @@ async fn restarted_kube_apiserver_watches_resume_and_labels_stay_right() {
                 )
             };
             let moved = plans[0].name.clone();
-            let old_app = plans[0].labels.get("app").cloned().unwrap_or_default();
+            let old_app = app_label(&plans[0]);
             let new_app = "after-restart";
-            let with_app = |app: &str, relabelled: bool| -> BTreeSet<String> {
-                plans
-                    .iter()
-                    .filter(|p| {
-                        let current = if relabelled && p.name == moved {
-                            new_app.to_owned()
-                        } else {
-                            p.labels.get("app").cloned().unwrap_or_default()
-                        };
-                        current == app
-                    })
-                    .map(|p| p.name.clone())
-                    .collect()
+            let with_app = |app: &str, relabelled: bool| {
+                pods_with_app(&plans, app, relabelled.then_some((moved.as_str(), new_app)))
             };
             let direct = |app: String| {
                 let stack = &stack;

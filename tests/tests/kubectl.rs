@@ -2,42 +2,16 @@
 //! --containers` prints every simulated pod and container with its true usage. kubectl comes
 //! from `tests/tools/build.sh kubectl`; under `CI=true` a missing kubectl fails the test.
 
-use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
 use kubepulse_tests::harness::{Cluster, ClusterOptions, eventually};
 
-/// The kubectl binary: `$KUBECTL`, else the tools cache.
-fn kubectl() -> Option<PathBuf> {
-    if let Some(p) = std::env::var_os("KUBECTL") {
-        return Some(PathBuf::from(p));
-    }
-    let cache = std::env::var_os("KUBEPULSE_TOOLS_CACHE")
-        .map(PathBuf::from)
-        .or_else(|| {
-            std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/kubepulse/tools"))
-        })?;
-    let path = cache.join("kubectl-v1.36.3/kubectl");
-    path.is_file().then_some(path)
-}
-
-fn require_kubectl() -> Option<PathBuf> {
-    match kubectl() {
-        Some(p) => Some(p),
-        None if std::env::var("CI").is_ok_and(|v| v == "true") => {
-            panic!("kubectl 1.36.3 is missing under CI=true: run tests/tools/build.sh kubectl")
-        }
-        None => {
-            eprintln!("SKIP: kubectl not installed (tests/tools/build.sh kubectl)");
-            None
-        }
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kubectl_top_pod_prints_every_simulated_container() -> anyhow::Result<()> {
-    let Some(kubectl) = require_kubectl() else {
+    let Some(kubectl) = kubepulse_tests::control_plane::binaries::require_kubectl(
+        "kubectl_top_pod_prints_every_simulated_container",
+    ) else {
         return Ok(());
     };
     let cluster = Cluster::start(ClusterOptions {

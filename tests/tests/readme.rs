@@ -145,7 +145,9 @@ fn readme_commands_marked_here_run() {
 
 #[test]
 fn readme_demo_commands_run_while_the_demo_runs() {
-    let Some(kubectl) = require_kubectl() else {
+    let Some(kubectl) = kubepulse_tests::control_plane::binaries::require_kubectl(
+        "readme_demo_commands_run_while_the_demo_runs",
+    ) else {
         return;
     };
     let root = repo_root();
@@ -285,31 +287,4 @@ fn free_port_block() -> u16 {
         }
     }
     panic!("no free block of ports for the demo");
-}
-
-/// kubectl 1.36.3: `$KUBECTL`, else the tools cache.
-fn kubectl() -> Option<PathBuf> {
-    if let Some(p) = std::env::var_os("KUBECTL") {
-        return Some(PathBuf::from(p));
-    }
-    let cache = std::env::var_os("KUBEPULSE_TOOLS_CACHE")
-        .map(PathBuf::from)
-        .or_else(|| {
-            std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/kubepulse/tools"))
-        })?;
-    let path = cache.join("kubectl-v1.36.3/kubectl");
-    path.is_file().then_some(path)
-}
-
-fn require_kubectl() -> Option<PathBuf> {
-    match kubectl() {
-        Some(p) => Some(p),
-        None if std::env::var("CI").is_ok_and(|v| v == "true") => {
-            panic!("kubectl 1.36.3 is missing under CI=true: run tests/tools/build.sh kubectl")
-        }
-        None => {
-            eprintln!("SKIP: kubectl not installed (tests/tools/build.sh kubectl)");
-            None
-        }
-    }
 }

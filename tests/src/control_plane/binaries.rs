@@ -37,21 +37,9 @@ impl Binaries {
     /// [`Binaries::locate`] in tools cache `cache` (`KUBEPULSE_TOOLS_CACHE` of build.sh)
     /// instead of the default.
     pub fn locate_in(cache: Option<&Path>) -> anyhow::Result<Self> {
-        let script = tools_dir().join("build.sh");
-        let mut command = Command::new("bash");
-        command.arg(&script).arg("paths");
-        if let Some(cache) = cache {
-            command.env("KUBEPULSE_TOOLS_CACHE", cache);
-        }
-        let out = command
-            .output()
-            .map_err(|e| anyhow::anyhow!("cannot run {}: {e}", script.display()))?;
+        let out = listed_paths(cache)?;
         let text = String::from_utf8_lossy(&out.stdout);
-        let find = |name: &str| -> Option<PathBuf> {
-            text.lines()
-                .find_map(|l| l.strip_prefix(name)?.strip_prefix('='))
-                .map(PathBuf::from)
-        };
+        let find = |name: &str| find_listed(&text, name);
         let mut missing = Vec::new();
         let mut get = |name: &str| -> PathBuf {
             match find(name) {
@@ -103,6 +91,56 @@ impl Binaries {
             }
         }
     }
+}
+
+/// kubectl alone (tests that need no control plane): `$KUBECTL` when set, else the one
+/// `tests/tools/build.sh paths` lists, if it has been fetched.
+pub fn locate_kubectl() -> anyhow::Result<PathBuf> {
+    if let Some(p) = std::env::var_os("KUBECTL") {
+        return Ok(PathBuf::from(p));
+    }
+    let out = listed_paths(None)?;
+    match find_listed(&String::from_utf8_lossy(&out.stdout), "kubectl") {
+        Some(p) if is_executable(&p) => Ok(p),
+        Some(p) => anyhow::bail!(
+            "kubectl not fetched ({}): run `tests/tools/build.sh kubectl`",
+            p.display()
+        ),
+        None => anyhow::bail!("kubectl not listed by `tests/tools/build.sh paths`"),
+    }
+}
+
+/// [`locate_kubectl`], or `None` after printing `SKIP` outside CI; under `CI=true` a missing
+/// kubectl panics, as [`Binaries::require`] does.
+pub fn require_kubectl(test: &str) -> Option<PathBuf> {
+    match locate_kubectl() {
+        Ok(p) => Some(p),
+        Err(err) if in_ci() => panic!("{test}: {err:#} (CI=true: a missing binary is a failure)"),
+        Err(err) => {
+            eprintln!("SKIP {test}: {err:#}");
+            None
+        }
+    }
+}
+
+/// What `tests/tools/build.sh paths` prints (`NAME=path` lines), for tools cache `cache`.
+fn listed_paths(cache: Option<&Path>) -> anyhow::Result<std::process::Output> {
+    let script = tools_dir().join("build.sh");
+    let mut command = Command::new("bash");
+    command.arg(&script).arg("paths");
+    if let Some(cache) = cache {
+        command.env("KUBEPULSE_TOOLS_CACHE", cache);
+    }
+    command
+        .output()
+        .map_err(|e| anyhow::anyhow!("cannot run {}: {e}", script.display()))
+}
+
+/// The path listed for `name` in [`listed_paths`]'s output.
+fn find_listed(text: &str, name: &str) -> Option<PathBuf> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix('='))
+        .map(PathBuf::from)
 }
 
 fn is_executable(path: &Path) -> bool {

@@ -3,7 +3,7 @@
 #   make test   every check CI runs
 SHELL := /bin/bash
 CARGO ?= cargo
-PURE_CRATES := kubepulse-model kubepulse-agent-core kubepulse-aggregator-core
+PURE_CRATES := kubepulse-model kubepulse-agent-core kubepulse-aggregator-core kubepulse-relay-core
 IO_CRATES := tokio hyper tonic axum kube kube-client rustls
 
 .PHONY: all build release demo demo-cluster test fmt-check clippy unit images doc purity tools kubectl bench bench-scale clean
@@ -61,7 +61,7 @@ doc:
 	RUSTDOCFLAGS=-Dwarnings $(CARGO) doc --workspace --no-deps --locked
 
 bench:
-	$(CARGO) bench --locked -p kubepulse-agent-core -p kubepulse-aggregator-core
+	$(CARGO) bench --locked -p kubepulse-agent-core -p kubepulse-aggregator-core -p kubepulse-relay-core
 
 ## Scale benchmark (BENCHMARKS.md): the release aggregator in its own process, one gRPC stream
 ## per simulated node. NODES, PODS_PER_NODE, INTERVAL, DURATION; STREAMS_PER_CONNECTION > 1
@@ -73,13 +73,17 @@ PODS_PER_NODE ?= 30
 INTERVAL ?= 15s
 DURATION ?= 60s
 STREAMS_PER_CONNECTION ?= 1
+## NODES_PER_RELAY > 0 puts the nodes behind simulated relays (the relay's own batching code),
+## one `Relay` stream per NODES_PER_RELAY nodes: what the aggregator sees behind a relay tier.
+NODES_PER_RELAY ?= 0
 bench-scale: release
 	@if [ "$(COMPARE)" = 1 ]; then \
 	  target/release/kubepulse-bench-scale compare --nodes $(NODES) --pods-per-node $(PODS_PER_NODE) \
-	    --interval $(INTERVAL) --duration $(DURATION); \
+	    --interval $(INTERVAL) --duration $(DURATION) --nodes-per-relay $(NODES_PER_RELAY); \
 	else \
 	  target/release/kubepulse-bench-scale ours --nodes $(NODES) --pods-per-node $(PODS_PER_NODE) \
-	    --interval $(INTERVAL) --duration $(DURATION) --streams-per-connection $(STREAMS_PER_CONNECTION); \
+	    --interval $(INTERVAL) --duration $(DURATION) --streams-per-connection $(STREAMS_PER_CONNECTION) \
+	    --nodes-per-relay $(NODES_PER_RELAY); \
 	fi
 	target/release/kubepulse-bench-scale report
 

@@ -2,7 +2,7 @@
 //! (`KUBEPULSE_AGENT_*`). Flag names follow metrics-server where the meaning is the same.
 //! [`Config::validate`] reports every problem at once.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -270,18 +270,7 @@ impl Config {
 }
 
 /// Splits `host:port` (IPv6 literals in brackets).
-pub fn split_host_port(s: &str) -> Option<(&str, u16)> {
-    let (host, port) = s.rsplit_once(':')?;
-    let port = port.parse().ok()?;
-    let host = host
-        .strip_prefix('[')
-        .and_then(|h| h.strip_suffix(']'))
-        .unwrap_or(host);
-    if host.is_empty() || (host.contains(':') && host.parse::<IpAddr>().is_err()) {
-        return None;
-    }
-    Some((host, port))
-}
+pub use kubepulse_shell::upstream::split_host_port;
 
 #[cfg(test)]
 mod tests {
@@ -319,20 +308,5 @@ mod tests {
         let problems = c.validate().unwrap_err();
         assert_eq!(problems.len(), 7, "{problems:#?}");
         assert!(problems.iter().any(|p| p.contains("--aggregator-service")));
-    }
-
-    #[test]
-    fn host_port() {
-        assert_eq!(
-            split_host_port("127.0.0.1:10250"),
-            Some(("127.0.0.1", 10250))
-        );
-        assert_eq!(split_host_port("[::1]:1"), Some(("::1", 1)));
-        assert_eq!(
-            split_host_port("svc.ns.svc:10251"),
-            Some(("svc.ns.svc", 10251))
-        );
-        assert_eq!(split_host_port("host"), None);
-        assert_eq!(split_host_port(":1"), None);
     }
 }

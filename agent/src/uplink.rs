@@ -7,7 +7,6 @@
 //! with jittered exponential backoff; replica addresses come from a headless Service
 //! re-resolved periodically, or from an explicit list.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -17,11 +16,10 @@ use kubepulse_model::{NodeName, NodeView, diff};
 use kubepulse_proto::StreamEncoder;
 use kubepulse_proto::v1::ingest_client::IngestClient;
 use kubepulse_proto::v1::{self, agent_message, aggregator_message};
-use rand::Rng as _;
+use kubepulse_shell::upstream::{self, jitter};
 use tokio::sync::{mpsc, watch};
-use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::Instant;
-use tonic::transport::{Certificate, ClientTlsConfig, Endpoint};
+use tonic::transport::ClientTlsConfig;
 
 use crate::Config;
 use crate::telemetry;
@@ -51,28 +49,14 @@ pub struct StreamSettings {
 impl StreamSettings {
     /// Settings from the configuration (reads the aggregator CA bundle).
     pub fn new(config: &Config, epoch: u64, streams_up: Arc<AtomicUsize>) -> anyhow::Result<Self> {
-        let tls = if config.aggregator_plaintext {
-            None
-        } else {
-            let mut tls = ClientTlsConfig::new();
-            if let Some(ca) = &config.aggregator_ca_file {
-                let pem = std::fs::read(ca).map_err(|e| {
-                    anyhow::anyhow!("read --aggregator-ca-file {}: {e}", ca.display())
-                })?;
-                tls = tls.ca_certificate(Certificate::from_pem(pem));
-            }
-            let name = config.aggregator_tls_server_name.clone().or_else(|| {
-                config
-                    .aggregator_service
-                    .as_deref()
-                    .and_then(crate::config::split_host_port)
-                    .map(|(host, _)| host.to_owned())
-            });
-            if let Some(name) = name {
-                tls = tls.domain_name(name);
-            }
-            Some(tls)
-        };
+        let tls = upstream::client_tls(
+            config.aggregator_plaintext,
+            config.aggregator_ca_file.as_deref(),
+            "--aggregator-ca-file",
+            config.aggregator_tls_server_name.as_deref(),
+            config.aggregator_service.as_deref(),
+        )
+        .map_err(anyhow::Error::msg)?;
         Ok(Self {
             node: config.node(),
             epoch,
@@ -96,52 +80,10 @@ pub async fn run(
     resolve_every: Duration,
     ticks: watch::Receiver<Arc<TickOutput>>,
 ) {
-    // every stream task is owned here: dropping this future (agent shutdown) aborts them all
-    let mut streams = JoinSet::new();
-    for endpoint in endpoints {
-        streams.spawn(run_endpoint(settings.clone(), endpoint, ticks.clone()));
-    }
-    let Some(service) = service else {
-        while streams.join_next().await.is_some() {}
-        return;
-    };
-    let mut resolved: HashMap<String, AbortOnDrop> = HashMap::new();
-    loop {
-        match tokio::net::lookup_host(&service).await {
-            Ok(addrs) => {
-                let now: Vec<String> = addrs.map(|a| a.to_string()).collect();
-                resolved.retain(|addr, _| {
-                    let keep = now.contains(addr);
-                    if !keep {
-                        tracing::info!(endpoint = %addr, "aggregator replica left the service");
-                    }
-                    keep
-                });
-                for addr in now {
-                    resolved.entry(addr.clone()).or_insert_with(|| {
-                        AbortOnDrop(tokio::spawn(run_endpoint(
-                            settings.clone(),
-                            addr,
-                            ticks.clone(),
-                        )))
-                    });
-                }
-            }
-            Err(err) => {
-                tracing::warn!(service = %service, error = %err, "resolve aggregator service failed; keeping known replicas");
-            }
-        }
-        tokio::time::sleep(resolve_every).await;
-    }
-}
-
-/// A stream task that ends when its handle is dropped.
-struct AbortOnDrop(JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
+    upstream::follow_replicas(endpoints, service, resolve_every, |endpoint| {
+        run_endpoint(settings.clone(), endpoint, ticks.clone())
+    })
+    .await;
 }
 
 /// One replica: stream, and reconnect with jittered exponential backoff. Ends when the tick
@@ -215,12 +157,6 @@ async fn read_token(path: &Path) -> String {
             String::new()
         }
     }
-}
-
-/// Full jitter over the upper half: a fleet reconnecting after an aggregator restart spreads out.
-fn jitter(backoff: Duration) -> Duration {
-    let half = backoff / 2;
-    half + rand::rng().random_range(Duration::ZERO..=half)
 }
 
 fn message(seq: u64, kind: agent_message::Kind) -> v1::AgentMessage {
@@ -388,28 +324,9 @@ async fn stream_once(
     mut ticks: watch::Receiver<Arc<TickOutput>>,
     up: &mut bool,
 ) -> String {
-    let scheme = if settings.tls.is_some() {
-        "https"
-    } else {
-        "http"
-    };
-    let mut ep = match Endpoint::from_shared(format!("{scheme}://{endpoint}")) {
-        Ok(ep) => ep
-            .connect_timeout(Duration::from_secs(5))
-            .http2_keep_alive_interval(Duration::from_secs(20))
-            .keep_alive_timeout(Duration::from_secs(10))
-            .tcp_nodelay(true),
-        Err(err) => return format!("invalid endpoint: {err}"),
-    };
-    if let Some(tls) = &settings.tls {
-        ep = match ep.tls_config(tls.clone()) {
-            Ok(ep) => ep,
-            Err(err) => return format!("TLS config: {err}"),
-        };
-    }
-    let channel = match ep.connect().await {
+    let channel = match upstream::connect(endpoint, settings.tls.as_ref()).await {
         Ok(c) => c,
-        Err(err) => return format!("connect: {err}"),
+        Err(err) => return err,
     };
     let token = match &settings.token_file {
         Some(path) => read_token(path).await,

@@ -1,6 +1,9 @@
-//! Plumbing that both binaries (agent and aggregator) need in the same shape: the log format
-//! flag, subscriber setup and the shutdown signal. It lives beside the wire contract because
-//! it is the other thing the two sides share; it holds no domain logic.
+//! Plumbing that the binaries (agent, aggregator, relay) need in the same shape: the log format
+//! flag, subscriber setup and the shutdown signal, and ([`upstream`]) the client connection to
+//! the aggregator replicas that the agent and the relay both make. It lives beside the wire
+//! contract because it is the other thing the sides share; it holds no domain logic.
+
+pub mod upstream;
 
 /// Log output format (`--log-format`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

@@ -181,21 +181,14 @@ async fn forward(
                 break;
             }
         };
-        let kind = match &message.kind {
-            Some(agent_message::Kind::Hello(_)) => {
-                let status = refuse(
-                    "bad_hello",
-                    &remote,
-                    Status::invalid_argument("a hello after the first message"),
-                );
-                let _ = outbound.try_send(Err(status));
-                break;
-            }
-            Some(agent_message::Kind::Snapshot(_)) => MessageKind::Snapshot,
-            Some(agent_message::Kind::Status(status)) => MessageKind::Status {
-                fingerprint: fingerprint(status),
-            },
-            Some(agent_message::Kind::Delta(_)) | None => MessageKind::Delta,
+        let Some(kind) = message_kind(&message) else {
+            let status = refuse(
+                "bad_hello",
+                &remote,
+                Status::invalid_argument("a hello after the first message"),
+            );
+            let _ = outbound.try_send(Err(status));
+            break;
         };
         let bytes = message.encoded_len();
         let push = HubMsg::Push {
@@ -210,6 +203,19 @@ async fn forward(
         }
     }
     let _ = hub.send(HubMsg::Close { link }).await;
+}
+
+/// How the hub treats an agent's message after its hello (`None`: a hello, which only opens a
+/// link). A benchmark that batches messages as a relay does classifies them with this.
+pub fn message_kind(message: &v1::AgentMessage) -> Option<MessageKind> {
+    Some(match &message.kind {
+        Some(agent_message::Kind::Hello(_)) => return None,
+        Some(agent_message::Kind::Snapshot(_)) => MessageKind::Snapshot,
+        Some(agent_message::Kind::Status(status)) => MessageKind::Status {
+            fingerprint: fingerprint(status),
+        },
+        Some(agent_message::Kind::Delta(_)) | None => MessageKind::Delta,
+    })
 }
 
 /// Equal statuses have equal fingerprints (the encoding of a message is deterministic).

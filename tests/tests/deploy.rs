@@ -1,8 +1,8 @@
 //! `deploy/` against a real kube-apiserver 1.36.3 (and etcd), with the official kubectl 1.36.3:
 //!
 //! 1. `kubectl apply --dry-run=server` of `-f deploy/` and `-k deploy/` is clean (no error, no
-//!    warning) and both forms give the same objects; both variants render, and the
-//!    no-host-network one passes the server-side dry run too.
+//!    warning) and both forms give the same objects; every variant renders, and the
+//!    no-host-network and relay ones pass the server-side dry run too.
 //! 2. The RBAC objects, applied for real, allow every call the binaries make and refuse a sample
 //!    of what they must not do (`kubectl auth can-i --as=system:serviceaccount:kube-system:…`).
 //! 3. The aggregator's TLS bootstrap, run by two concurrent replicas under the aggregator's own
@@ -298,6 +298,52 @@ fn check_manifests(cp: &ControlPlane) -> anyhow::Result<()> {
     let yaml = String::from_utf8_lossy(&out.stdout);
     assert!(yaml.contains("--kubelet-address=$(NODE_IP):10250"));
     assert!(yaml.contains("hostNetwork: false") || !yaml.contains("hostNetwork: true"));
+    // relay (with no-host-network: both patch the agent's arguments): passes the server-side
+    // dry run; the agents stream to the relay Service, the relay to the aggregators
+    let v = variant_dir(&["relay", "no-host-network"])?;
+    let out = cp.kubectl_in(
+        Some(v.path()),
+        &["apply", "--dry-run=server", "-k", ".", "-o", "yaml"],
+    );
+    assert!(
+        out.status.success() && out.stderr.is_empty(),
+        "relay variant: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let yaml = String::from_utf8_lossy(&out.stdout);
+    for expected in [
+        "--aggregator-service=kubepulse-relay.kube-system.svc:10251",
+        "- /kubepulse-relay",
+        "name: kubepulse-relay",
+        "kind: PodDisruptionBudget",
+        "--serving-ca-file=/etc/kubepulse/serving-ca/ca.crt",
+        "--kubelet-address=$(NODE_IP):10250",
+    ] {
+        assert!(yaml.contains(expected), "relay variant lacks {expected}");
+    }
+    // only the relay still streams to the aggregators' headless Service (counted in the
+    // rendering: the dry run's objects repeat their arguments in an annotation)
+    let rendered = cp.kubectl_in(Some(v.path()), &["kustomize", "."]);
+    let yaml = String::from_utf8_lossy(&rendered.stdout);
+    assert_eq!(
+        yaml.matches("--aggregator-service=kubepulse-aggregator-grpc.kube-system.svc:10251")
+            .count(),
+        1,
+        "{yaml}"
+    );
+    let out = cp.kubectl_in(
+        Some(v.path()),
+        &["apply", "--dry-run=server", "-k", ".", "-o", "name"],
+    );
+    let names = sorted_lines(&String::from_utf8_lossy(&out.stdout));
+    for expected in [
+        "deployment.apps/kubepulse-relay",
+        "service/kubepulse-relay",
+        "serviceaccount/kubepulse-relay",
+        "poddisruptionbudget.policy/kubepulse-relay",
+    ] {
+        assert!(names.contains(expected), "relay variant lacks {expected}");
+    }
     // cert-manager: needs cert-manager's CRDs to apply, so render only
     let v = variant_dir(&["cert-manager", "no-host-network"])?;
     let out = cp.kubectl_in(Some(v.path()), &["kustomize", "."]);

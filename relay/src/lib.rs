@@ -79,6 +79,7 @@ pub async fn run(
     let settings = upstream::UpstreamSettings::new(&config)?;
     let upstreams_connected = Arc::new(AtomicUsize::new(0));
 
+    telemetry::hub_started();
     let (hub_tx, hub_rx) = mpsc::channel(HUB_QUEUE);
     let hub_task = tokio::spawn(hub::run(config.hub(), hub_rx, upstreams_connected.clone()));
     let upstream_task = tokio::spawn(upstream::run(

@@ -9,6 +9,14 @@ use crate::metrics;
 
 pub use kubepulse_shell::{LogFormat, init_logging as init, shutdown_signal};
 
+/// A hub starts with no link and no replica (the gauges may hold another hub's values: tests
+/// run several relays in one process).
+pub fn hub_started() {
+    let m = metrics::get();
+    m.links_open.set(0);
+    m.upstreams_connected.set(0);
+}
+
 /// An agent stream opened a link.
 pub fn link_opened(node: &str, link: u32, open: usize) {
     metrics::get().links_open.set(open as i64);

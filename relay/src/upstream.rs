@@ -18,6 +18,9 @@ use tonic::transport::ClientTlsConfig;
 use crate::hub::{HubMsg, UPSTREAM_QUEUE};
 use crate::{Config, telemetry};
 
+/// A relay stream up this long counts as healthy: the backoff starts over after it ends.
+const STABLE: Duration = Duration::from_secs(10);
+
 /// What every replica stream needs.
 #[derive(Clone)]
 pub struct UpstreamSettings {
@@ -69,11 +72,14 @@ async fn run_endpoint(settings: UpstreamSettings, endpoint: String, hub: mpsc::S
     let mut failures = 0u32;
     loop {
         let mut up = false;
+        let started = tokio::time::Instant::now();
         let err = stream_once(&settings, &endpoint, &hub, &mut up).await;
         if hub.is_closed() {
             return;
         }
-        if up {
+        // every connect replays the hellos and asks every agent for a snapshot: a replica that
+        // accepts and then drops the stream at once is retried with a growing wait, not at once
+        if up && started.elapsed() >= STABLE {
             backoff = initial;
             failures = 0;
         }
@@ -100,7 +106,21 @@ async fn stream_once(
     let id = UpstreamId(settings.next_id.fetch_add(1, Ordering::Relaxed));
     let (batches, batches_rx) = mpsc::channel::<v1::RelayBatch>(UPSTREAM_QUEUE);
     let (dropped, mut dropped_rx) = oneshot::channel();
-    // the hub starts queueing (hellos first) at once; the replica answers once it has read them
+    // the hub learns of the stream once the replica accepted it (an aggregator refusing the
+    // call costs no replay); it starts queueing then, hellos first
+    let response = match client
+        .relay(tokio_stream::wrappers::ReceiverStream::new(batches_rx))
+        .await
+    {
+        Ok(response) => response,
+        Err(status) => {
+            return format!(
+                "open relay stream: {:?}: {}",
+                status.code(),
+                status.message()
+            );
+        }
+    };
     let opened = HubMsg::UpstreamUp {
         id,
         endpoint: endpoint.to_owned(),
@@ -111,21 +131,8 @@ async fn stream_once(
         return "relay stopping".to_owned();
     }
     *up = true;
+    let mut inbound = response.into_inner();
     let stream = async {
-        let response = match client
-            .relay(tokio_stream::wrappers::ReceiverStream::new(batches_rx))
-            .await
-        {
-            Ok(response) => response,
-            Err(status) => {
-                return format!(
-                    "open relay stream: {:?}: {}",
-                    status.code(),
-                    status.message()
-                );
-            }
-        };
-        let mut inbound = response.into_inner();
         loop {
             match inbound.message().await {
                 Ok(Some(replies)) => {

@@ -32,7 +32,9 @@ use tonic::{Request, Response, Status, Streaming};
 
 use crate::identity::{self, AgentIdentity};
 use crate::telemetry::{self, IngestError, ResyncReason};
-use crate::writer::WriterMsg;
+use crate::writer::{ResyncTo, WriterMsg};
+
+mod relay;
 
 /// The tonic service.
 #[derive(Clone)]
@@ -167,28 +169,32 @@ impl Ingest for IngestService {
         }
         accepted
     }
+
+    type RelayStream = relay::RelayOutbound;
+
+    async fn relay(
+        &self,
+        request: Request<Streaming<v1::RelayBatch>>,
+    ) -> Result<Response<Self::RelayStream>, Status> {
+        let remote = request
+            .remote_addr()
+            .map(|a| a.to_string())
+            .unwrap_or_default();
+        Ok(Response::new(
+            self.accept_relay(request.into_inner(), remote),
+        ))
+    }
 }
 
 impl IngestService {
-    /// Reads the hello, registers the stream with the writer and starts its task.
-    async fn accept(
+    /// Checks a hello (name, interval, identity, stream bounds) and opens a link for it: the
+    /// protocol state of one agent stream, and the writer message that registers it.
+    async fn open_link(
         &self,
-        mut inbound: Streaming<v1::AgentMessage>,
+        hello: v1::Hello,
         remote: &str,
-    ) -> Result<Response<Outbound>, Status> {
-        let first = tokio::time::timeout(self.hello_timeout, inbound.message())
-            .await
-            .map_err(|_| Status::deadline_exceeded("no hello within the hello timeout"))?
-            .map_err(|status| too_large("", remote, status))?
-            .ok_or_else(|| Status::invalid_argument("stream ended before its hello"))?;
-        let hello = match first.kind {
-            Some(agent_message::Kind::Hello(h)) => h,
-            _ => {
-                return Err(Status::invalid_argument(
-                    "the first message must be a hello",
-                ));
-            }
-        };
+        resync: impl FnOnce(StreamId) -> ResyncTo,
+    ) -> Result<(Link, WriterMsg), Status> {
         let node = NodeName::new(&hello.node_name)
             .map_err(|e| Status::invalid_argument(format!("hello: {e}")))?;
         if hello.poll_interval_ms == 0 {
@@ -227,24 +233,17 @@ impl IngestService {
             poll_interval: Duration::from_millis(u64::from(hello.poll_interval_ms)),
             agent_version: hello.agent_version.chars().take(64).collect(),
         };
-        let (resync_tx, resync_rx) = mpsc::channel(4);
-        self.writer
-            .send(WriterMsg::Open {
-                node: node.clone(),
-                stream,
-                info,
-                resync: resync_tx,
-            })
-            .await
-            .map_err(|_| Status::unavailable("aggregator is shutting down"))?;
+        let open = WriterMsg::Open {
+            node: node.clone(),
+            stream,
+            info,
+            resync: resync(stream),
+        };
         telemetry::stream_opened(&node, hello.epoch, remote);
-        let (out_tx, out_rx) = mpsc::channel(16);
-        let task = StreamTask {
+        let link = Link {
             node,
             stream,
-            writer: self.writer.clone(),
             decoder: StreamDecoder::new(self.limits),
-            out: out_tx,
             expected: None,
             last_status: None,
             bucket: TokenBucket::new(
@@ -252,11 +251,47 @@ impl IngestService {
                 self.bounds.message_burst,
                 self.started.elapsed(),
             ),
-            bucket_origin: self.started,
-            per_second: self.bounds.messages_per_second,
             throttled: false,
             remote: remote.to_owned(),
             _slot: slot,
+        };
+        Ok((link, open))
+    }
+
+    /// Reads the hello, registers the stream with the writer and starts its task.
+    async fn accept(
+        &self,
+        mut inbound: Streaming<v1::AgentMessage>,
+        remote: &str,
+    ) -> Result<Response<Outbound>, Status> {
+        let first = tokio::time::timeout(self.hello_timeout, inbound.message())
+            .await
+            .map_err(|_| Status::deadline_exceeded("no hello within the hello timeout"))?
+            .map_err(|status| too_large("", remote, status))?
+            .ok_or_else(|| Status::invalid_argument("stream ended before its hello"))?;
+        let hello = match first.kind {
+            Some(agent_message::Kind::Hello(h)) => h,
+            _ => {
+                return Err(Status::invalid_argument(
+                    "the first message must be a hello",
+                ));
+            }
+        };
+        let (resync_tx, resync_rx) = mpsc::channel(4);
+        let (link, open) = self
+            .open_link(hello, remote, |_| ResyncTo::Stream(resync_tx))
+            .await?;
+        self.writer
+            .send(open)
+            .await
+            .map_err(|_| Status::unavailable("aggregator is shutting down"))?;
+        let (out_tx, out_rx) = mpsc::channel(16);
+        let task = StreamTask {
+            link,
+            writer: self.writer.clone(),
+            out: out_tx,
+            bucket_origin: self.started,
+            per_second: self.bounds.messages_per_second,
         };
         tokio::spawn(task.run(inbound, resync_rx, self.stopping.clone()));
         Ok(Response::new(Box::pin(
@@ -268,22 +303,142 @@ impl IngestService {
     }
 }
 
-struct StreamTask {
+/// One agent stream's protocol state, whether the agent opened a stream of its own or a relay
+/// carries it as a link: the dictionary, the sequence check, the status seen last, its rate.
+/// It does no I/O: [`Link::on_message`] says what to do and the caller does it.
+struct Link {
     node: NodeName,
     stream: StreamId,
-    writer: mpsc::Sender<WriterMsg>,
     decoder: StreamDecoder,
-    out: mpsc::Sender<Out>,
     /// The last snapshot-or-delta sequence number applied; `None` while a snapshot is awaited.
     expected: Option<Seq>,
     last_status: Option<(bool, String)>,
     bucket: TokenBucket,
-    bucket_origin: tokio::time::Instant,
-    per_second: u32,
     /// Whether this stream was throttled already (logged once).
     throttled: bool,
     remote: String,
     _slot: StreamSlot,
+}
+
+/// What one message asks of the link's owner.
+enum Step {
+    /// Give the writer this update; acknowledge `seq` when it is set.
+    Update(Update, Option<Seq>),
+    /// Ask the agent for a fresh snapshot, with this reason.
+    Resync(String),
+    /// End the stream with this status; the reason is for the log.
+    Fail(Status, &'static str),
+    /// Nothing to do.
+    Nothing,
+}
+
+impl Link {
+    fn on_message(&mut self, msg: v1::AgentMessage) -> Step {
+        let seq = Seq(msg.seq);
+        match msg.kind {
+            Some(agent_message::Kind::Snapshot(snapshot)) => {
+                telemetry::message_received("snapshot");
+                match self.decoder.snapshot(&snapshot) {
+                    Ok(view) => {
+                        self.expected = Some(seq);
+                        Step::Update(Update::Snapshot(view), Some(seq))
+                    }
+                    Err(err @ WireError::TooMany { .. }) => self.over_limit(&err),
+                    Err(err) => {
+                        telemetry::ingest_error(IngestError::InvalidMessage);
+                        self.resync(ResyncReason::Invalid, &format!("invalid snapshot: {err}"))
+                    }
+                }
+            }
+            Some(agent_message::Kind::Delta(delta)) => {
+                telemetry::message_received("delta");
+                let Some(last) = self.expected else {
+                    // still waiting for the snapshot we asked for
+                    return Step::Nothing;
+                };
+                if last.is_gap(seq) {
+                    return self.resync(
+                        ResyncReason::Gap,
+                        &format!("sequence gap: expected {}, got {}", last.next().0, seq.0),
+                    );
+                }
+                match self.decoder.delta(&delta) {
+                    Ok(delta) => {
+                        self.expected = Some(seq);
+                        Step::Update(Update::Delta(delta), Some(seq))
+                    }
+                    Err(err @ WireError::TooMany { .. }) => self.over_limit(&err),
+                    Err(err) => {
+                        telemetry::ingest_error(IngestError::InvalidMessage);
+                        self.resync(ResyncReason::Invalid, &format!("invalid delta: {err}"))
+                    }
+                }
+            }
+            Some(agent_message::Kind::Status(status)) => {
+                telemetry::message_received("status");
+                let changed = self.last_status.as_ref() != Some(&(status.ok, status.error.clone()));
+                // the first report of a stream is news only when it is a failure
+                if changed && (self.last_status.is_some() || !status.ok) {
+                    telemetry::scrape_status_changed(&self.node, status.ok, &status.error);
+                }
+                self.last_status = Some((status.ok, status.error.clone()));
+                Step::Update(Update::Status(scrape_status(&status)), None)
+            }
+            Some(agent_message::Kind::Hello(_)) => {
+                telemetry::ingest_error(IngestError::Protocol);
+                Step::Fail(
+                    Status::invalid_argument("hello sent twice on one stream"),
+                    "protocol violation: second hello",
+                )
+            }
+            None => Step::Nothing,
+        }
+    }
+
+    /// Ends the stream with `RESOURCE_EXHAUSTED` for a node over its pod or container limit:
+    /// resending the same snapshot would only fail again, so the agent backs off instead.
+    fn over_limit(&self, err: &WireError) -> Step {
+        let (reason, flag) = match err {
+            WireError::TooMany { what: "pods", .. } => ("max_pods_per_node", "--max-pods-per-node"),
+            _ => ("max_containers_per_node", "--max-containers-per-node"),
+        };
+        let message = format!("node {}: {err} ({flag})", self.node);
+        telemetry::stream_limited(self.node.as_str(), &self.remote, reason, &message);
+        Step::Fail(
+            Status::resource_exhausted(message),
+            "node over its pod or container limit",
+        )
+    }
+
+    /// Forgets the sequence and asks for a snapshot.
+    fn resync(&mut self, why: ResyncReason, reason: &str) -> Step {
+        telemetry::resync_requested(&self.node, why, reason);
+        self.expected = None;
+        Step::Resync(reason.to_owned())
+    }
+
+    fn update(&self, update: Update) -> WriterMsg {
+        WriterMsg::Update {
+            node: self.node.clone(),
+            stream: self.stream,
+            update,
+        }
+    }
+
+    fn close(&self) -> WriterMsg {
+        WriterMsg::Close {
+            node: self.node.clone(),
+            stream: self.stream,
+        }
+    }
+}
+
+struct StreamTask {
+    link: Link,
+    writer: mpsc::Sender<WriterMsg>,
+    out: mpsc::Sender<Out>,
+    bucket_origin: tokio::time::Instant,
+    per_second: u32,
 }
 
 enum Flow {
@@ -303,21 +458,25 @@ impl StreamTask {
                 msg = inbound.message() => match msg {
                     Ok(Some(msg)) => {
                         self.throttle().await;
-                        self.on_message(msg).await
+                        let step = self.link.on_message(msg);
+                        self.act(step).await
                     }
                     Ok(None) => Flow::Stop("agent closed the stream"),
                     Err(status) if status.code() == tonic::Code::OutOfRange => {
-                        let refusal = too_large(self.node.as_str(), &self.remote, status);
+                        let refusal = too_large(self.link.node.as_str(), &self.link.remote, status);
                         let _ = self.out.send(Out::Fail(Box::new(refusal))).await;
                         Flow::Stop("message over --max-message-bytes")
                     }
                     Err(status) => {
                         telemetry::ingest_error(IngestError::Stream);
-                        tracing::debug!(node = %self.node, error = %status, "stream error");
+                        tracing::debug!(node = %self.link.node, error = %status, "stream error");
                         Flow::Stop("stream error")
                     }
                 },
-                Some(reason) = resync_rx.recv() => self.request_resync(ResyncReason::Store, &reason).await,
+                Some(reason) = resync_rx.recv() => {
+                    let step = self.link.resync(ResyncReason::Store, &reason);
+                    self.act(step).await
+                }
                 _ = async { stopping.wait_for(|s| *s).await.map(|_| ()) } => {
                     let _ = self.out.send(Out::Fail(Box::new(Status::unavailable("aggregator is shutting down")))).await;
                     Flow::Stop("aggregator shutting down")
@@ -327,150 +486,42 @@ impl StreamTask {
                 break reason;
             }
         };
-        let _ = self
-            .writer
-            .send(WriterMsg::Close {
-                node: self.node.clone(),
-                stream: self.stream,
-            })
-            .await;
-        telemetry::stream_closed(&self.node, reason);
+        let _ = self.writer.send(self.link.close()).await;
+        telemetry::stream_closed(&self.link.node, reason);
     }
 
     /// Waits, if need be, until the stream's rate allows one more message: meanwhile nothing
     /// is read from the agent, so HTTP/2 flow control holds it back.
     async fn throttle(&mut self) {
-        if let Err(wait) = self.bucket.take(self.bucket_origin.elapsed()) {
-            telemetry::stream_throttled(&self.node, !self.throttled, self.per_second);
-            self.throttled = true;
+        let link = &mut self.link;
+        if let Err(wait) = link.bucket.take(self.bucket_origin.elapsed()) {
+            telemetry::stream_throttled(&link.node, !link.throttled, self.per_second);
+            link.throttled = true;
             tokio::time::sleep(wait).await;
             // the wait was computed for exactly one token
-            let _ = self.bucket.take(self.bucket_origin.elapsed());
+            let _ = link.bucket.take(self.bucket_origin.elapsed());
         }
     }
 
-    /// Closes the stream with `RESOURCE_EXHAUSTED` for a node over its pod or container limit:
-    /// resending the same snapshot would only fail again, so the agent backs off instead.
-    async fn over_limit(&mut self, err: &WireError) -> Flow {
-        let (reason, flag) = match err {
-            WireError::TooMany { what: "pods", .. } => ("max_pods_per_node", "--max-pods-per-node"),
-            _ => ("max_containers_per_node", "--max-containers-per-node"),
-        };
-        let message = format!("node {}: {err} ({flag})", self.node);
-        telemetry::stream_limited(self.node.as_str(), &self.remote, reason, &message);
-        let _ = self
-            .out
-            .send(Out::Fail(Box::new(Status::resource_exhausted(message))))
-            .await;
-        Flow::Stop("node over its pod or container limit")
-    }
-
-    async fn on_message(&mut self, msg: v1::AgentMessage) -> Flow {
-        let seq = Seq(msg.seq);
-        match msg.kind {
-            Some(agent_message::Kind::Snapshot(snapshot)) => {
-                telemetry::message_received("snapshot");
-                match self.decoder.snapshot(&snapshot) {
-                    Ok(view) => {
-                        self.expected = Some(seq);
-                        self.forward(Update::Snapshot(view), seq).await
-                    }
-                    Err(err @ WireError::TooMany { .. }) => self.over_limit(&err).await,
-                    Err(err) => {
-                        telemetry::ingest_error(IngestError::InvalidMessage);
-                        self.request_resync(
-                            ResyncReason::Invalid,
-                            &format!("invalid snapshot: {err}"),
-                        )
-                        .await
-                    }
+    async fn act(&mut self, step: Step) -> Flow {
+        let reply = match step {
+            Step::Nothing => return Flow::Continue,
+            Step::Update(update, ack) => {
+                if self.writer.send(self.link.update(update)).await.is_err() {
+                    return Flow::Stop("aggregator is shutting down");
                 }
-            }
-            Some(agent_message::Kind::Delta(delta)) => {
-                telemetry::message_received("delta");
-                let Some(last) = self.expected else {
-                    // still waiting for the snapshot we asked for
+                let Some(seq) = ack else {
                     return Flow::Continue;
                 };
-                if last.is_gap(seq) {
-                    return self
-                        .request_resync(
-                            ResyncReason::Gap,
-                            &format!("sequence gap: expected {}, got {}", last.next().0, seq.0),
-                        )
-                        .await;
-                }
-                match self.decoder.delta(&delta) {
-                    Ok(delta) => {
-                        self.expected = Some(seq);
-                        self.forward(Update::Delta(delta), seq).await
-                    }
-                    Err(err @ WireError::TooMany { .. }) => self.over_limit(&err).await,
-                    Err(err) => {
-                        telemetry::ingest_error(IngestError::InvalidMessage);
-                        self.request_resync(ResyncReason::Invalid, &format!("invalid delta: {err}"))
-                            .await
-                    }
-                }
+                aggregator_message::Kind::Ack(v1::Ack { seq: seq.0 })
             }
-            Some(agent_message::Kind::Status(status)) => {
-                telemetry::message_received("status");
-                let changed = self.last_status.as_ref() != Some(&(status.ok, status.error.clone()));
-                // the first report of a stream is news only when it is a failure
-                if changed && (self.last_status.is_some() || !status.ok) {
-                    telemetry::scrape_status_changed(&self.node, status.ok, &status.error);
-                }
-                self.last_status = Some((status.ok, status.error.clone()));
-                let update = Update::Status(scrape_status(&status));
-                self.send_writer(update).await
+            Step::Resync(reason) => aggregator_message::Kind::Resync(v1::Resync { reason }),
+            Step::Fail(status, reason) => {
+                let _ = self.out.send(Out::Fail(Box::new(status))).await;
+                return Flow::Stop(reason);
             }
-            Some(agent_message::Kind::Hello(_)) => {
-                telemetry::ingest_error(IngestError::Protocol);
-                let _ = self
-                    .out
-                    .send(Out::Fail(Box::new(Status::invalid_argument(
-                        "hello sent twice on one stream",
-                    ))))
-                    .await;
-                Flow::Stop("protocol violation: second hello")
-            }
-            None => Flow::Continue,
-        }
-    }
-
-    async fn forward(&mut self, update: Update, seq: Seq) -> Flow {
-        if let Flow::Stop(r) = self.send_writer(update).await {
-            return Flow::Stop(r);
-        }
-        let ack = v1::AggregatorMessage {
-            kind: Some(aggregator_message::Kind::Ack(v1::Ack { seq: seq.0 })),
         };
-        match self.out.send(Out::Message(ack)).await {
-            Ok(()) => Flow::Continue,
-            Err(_) => Flow::Stop("agent went away"),
-        }
-    }
-
-    async fn send_writer(&mut self, update: Update) -> Flow {
-        let msg = WriterMsg::Update {
-            node: self.node.clone(),
-            stream: self.stream,
-            update,
-        };
-        match self.writer.send(msg).await {
-            Ok(()) => Flow::Continue,
-            Err(_) => Flow::Stop("aggregator is shutting down"),
-        }
-    }
-
-    async fn request_resync(&mut self, why: ResyncReason, reason: &str) -> Flow {
-        telemetry::resync_requested(&self.node, why, reason);
-        self.expected = None;
-        let msg = v1::AggregatorMessage {
-            kind: Some(aggregator_message::Kind::Resync(v1::Resync {
-                reason: reason.to_owned(),
-            })),
-        };
+        let msg = v1::AggregatorMessage { kind: Some(reply) };
         match self.out.send(Out::Message(msg)).await {
             Ok(()) => Flow::Continue,
             Err(_) => Flow::Stop("agent went away"),

@@ -28,7 +28,7 @@ pub enum WriterMsg {
         /// what it announced
         info: StreamInfo,
         /// where to ask it for a snapshot
-        resync: mpsc::Sender<String>,
+        resync: ResyncTo,
     },
     /// An update from a stream.
     Update {
@@ -46,6 +46,38 @@ pub enum WriterMsg {
         /// the stream
         stream: StreamId,
     },
+    /// Many messages, in order: what one relay batch carried (one channel hop for all).
+    Batch(Vec<WriterMsg>),
+}
+
+/// Where the writer asks a stream for a fresh snapshot.
+#[derive(Debug, Clone)]
+pub enum ResyncTo {
+    /// An agent's own stream.
+    Stream(mpsc::Sender<String>),
+    /// One link of a relay's stream (the session's channel is shared by its links).
+    Link {
+        /// the relay session
+        tx: mpsc::Sender<(u32, String)>,
+        /// the link
+        link: u32,
+    },
+}
+
+impl ResyncTo {
+    /// Queues a resync; false when one is already queued (the queue is full).
+    fn offer(&self, reason: String) -> bool {
+        let full = match self {
+            Self::Stream(tx) => {
+                matches!(tx.try_send(reason), Err(mpsc::error::TrySendError::Full(_)))
+            }
+            Self::Link { tx, link } => matches!(
+                tx.try_send((*link, reason)),
+                Err(mpsc::error::TrySendError::Full(_))
+            ),
+        };
+        !full
+    }
 }
 
 /// What the writer publishes for readers.
@@ -99,7 +131,7 @@ pub async fn run(
     mut rx: mpsc::Receiver<WriterMsg>,
     published: Arc<Published>,
 ) {
-    let mut resync: HashMap<StreamId, mpsc::Sender<String>> = HashMap::new();
+    let mut resync: HashMap<StreamId, ResyncTo> = HashMap::new();
     let mut tick = tokio::time::interval(Duration::from_millis(500));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut batch = Vec::with_capacity(1024);
@@ -135,7 +167,7 @@ pub async fn run(
 
 fn handle(
     store: &mut ClusterStore,
-    resync: &mut HashMap<StreamId, mpsc::Sender<String>>,
+    resync: &mut HashMap<StreamId, ResyncTo>,
     msg: WriterMsg,
     now: Instant,
 ) {
@@ -166,9 +198,8 @@ fn handle(
                 }
                 Err(err) => {
                     // a full queue already holds a resync for this stream: drop this one
-                    if let Some(tx) = resync.get(&stream)
-                        && let Err(mpsc::error::TrySendError::Full(_)) =
-                            tx.try_send(err.to_string())
+                    if let Some(to) = resync.get(&stream)
+                        && !to.offer(err.to_string())
                     {
                         telemetry::resync_coalesced();
                     }
@@ -178,6 +209,11 @@ fn handle(
         WriterMsg::Close { node, stream } => {
             resync.remove(&stream);
             store.close_stream(&node, stream);
+        }
+        WriterMsg::Batch(msgs) => {
+            for msg in msgs {
+                handle(store, resync, msg, now);
+            }
         }
     }
 }

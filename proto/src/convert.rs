@@ -224,8 +224,69 @@ fn usage_to_wire(s: &Sample, base_ms: i64) -> v1::Usage {
 #[derive(Debug)]
 pub struct StreamDecoder {
     limits: Limits,
-    pods: HashMap<u32, PodKey>,
-    containers: HashMap<u32, (PodKey, ContainerName)>,
+    pods: IdMap<PodKey>,
+    containers: IdMap<(PodKey, ContainerName)>,
+}
+
+/// A dictionary from wire ids to names: a vector sorted by id. An agent hands out ids in
+/// increasing order, so definitions append; a lookup is a binary search. It holds exactly
+/// its entries (a `HashMap` keeps up to twice the room, and the aggregator holds one
+/// dictionary per node: ~6 KB per 30-pod node, against ~2 KB here).
+#[derive(Debug)]
+struct IdMap<V>(Vec<(u32, V)>);
+
+impl<V> Default for IdMap<V> {
+    fn default() -> Self {
+        Self(Vec::new())
+    }
+}
+
+impl<V> IdMap<V> {
+    fn find(&self, id: u32) -> Result<usize, usize> {
+        self.0.binary_search_by_key(&id, |(k, _)| *k)
+    }
+
+    fn get(&self, id: &u32) -> Option<&V> {
+        self.find(*id).ok().map(|i| &self.0[i].1)
+    }
+
+    fn contains_key(&self, id: &u32) -> bool {
+        self.find(*id).is_ok()
+    }
+
+    fn insert(&mut self, id: u32, v: V) {
+        match self.find(id) {
+            Ok(i) => self.0[i].1 = v,
+            Err(i) => self.0.insert(i, (id, v)),
+        }
+    }
+
+    fn remove(&mut self, id: &u32) -> Option<V> {
+        self.find(*id).ok().map(|i| self.0.remove(i).1)
+    }
+
+    fn retain(&mut self, mut keep: impl FnMut(&V) -> bool) {
+        self.0.retain(|(_, v)| keep(v));
+    }
+
+    fn values(&self) -> impl Iterator<Item = &V> {
+        self.0.iter().map(|(_, v)| v)
+    }
+
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    fn clear(&mut self) {
+        self.0.clear();
+    }
+
+    /// Gives back the room a larger dictionary needed.
+    fn fit(&mut self) {
+        if self.0.capacity() > self.0.len() + self.0.len() / 4 + 4 {
+            self.0.shrink_to_fit();
+        }
+    }
 }
 
 impl StreamDecoder {
@@ -233,8 +294,8 @@ impl StreamDecoder {
     pub fn new(limits: Limits) -> Self {
         Self {
             limits,
-            pods: HashMap::new(),
-            containers: HashMap::new(),
+            pods: IdMap::default(),
+            containers: IdMap::default(),
         }
     }
 
@@ -249,6 +310,8 @@ impl StreamDecoder {
             });
         }
         self.define(&msg.pods, &msg.containers)?;
+        self.pods.fit();
+        self.containers.fit();
         let mut view = NodeView {
             node: msg
                 .node
@@ -290,7 +353,7 @@ impl StreamDecoder {
                 kind: "pod",
                 id: *id,
             })?;
-            self.containers.retain(|_, (p, _)| *p != key);
+            self.containers.retain(|(p, _)| *p != key);
             delta.pod_removals.push(key);
         }
         for id in &msg.removed_containers {

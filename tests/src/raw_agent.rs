@@ -304,3 +304,95 @@ impl RawStream {
         })
     }
 }
+
+/// One open relay stream: many agent streams ("links") in batches.
+pub struct RawRelay {
+    /// Batches to the aggregator.
+    pub tx: mpsc::Sender<v1::RelayBatch>,
+    /// Replies from it.
+    pub rx: Streaming<v1::RelayReplies>,
+    /// Replies received but not yet taken.
+    pending: std::collections::VecDeque<v1::RelayReply>,
+}
+
+/// A frame carrying `message` on `link`.
+pub fn frame(link: u32, message: v1::AgentMessage) -> v1::RelayFrame {
+    v1::RelayFrame {
+        link,
+        message: Some(message),
+        closed: false,
+    }
+}
+
+/// The frame that ends `link`.
+pub fn closed_frame(link: u32) -> v1::RelayFrame {
+    v1::RelayFrame {
+        link,
+        message: None,
+        closed: true,
+    }
+}
+
+/// What came back about one link.
+#[derive(Debug, PartialEq, Eq)]
+pub enum LinkReply {
+    /// A resync request with its reason.
+    Resync(String),
+    /// An acknowledgement (the aggregator sends none on links: seeing one is a bug).
+    Ack(u64),
+    /// The link was ended with this status code and message.
+    Closed(tonic::Code, String),
+}
+
+impl RawRelay {
+    /// Opens a relay stream on `channel`.
+    pub async fn open(channel: Channel) -> anyhow::Result<Self> {
+        let (tx, rx) = mpsc::channel(64);
+        let response = tokio::time::timeout(
+            Duration::from_secs(10),
+            IngestClient::new(channel)
+                .max_encoding_message_size(64 << 20)
+                .relay(tokio_stream::wrappers::ReceiverStream::new(rx)),
+        )
+        .await
+        .map_err(|_| anyhow::anyhow!("no answer to the relay stream within 10 s"))??;
+        Ok(Self {
+            tx,
+            rx: response.into_inner(),
+            pending: Default::default(),
+        })
+    }
+
+    /// Sends one batch.
+    pub async fn send(&self, frames: Vec<v1::RelayFrame>) -> anyhow::Result<()> {
+        self.tx
+            .send(v1::RelayBatch { frames })
+            .await
+            .map_err(|_| anyhow::anyhow!("the relay stream is closed"))
+    }
+
+    /// The next reply about any link, within `timeout`: `None` when nothing came.
+    pub async fn next(&mut self, timeout: Duration) -> anyhow::Result<Option<(u32, LinkReply)>> {
+        if self.pending.is_empty() {
+            match tokio::time::timeout(timeout, self.rx.message()).await {
+                Err(_) => return Ok(None),
+                Ok(Ok(Some(replies))) => self.pending.extend(replies.replies),
+                Ok(Ok(None)) => anyhow::bail!("the aggregator ended the relay stream"),
+                Ok(Err(status)) => anyhow::bail!("the relay stream failed: {status}"),
+            }
+        }
+        let Some(r) = self.pending.pop_front() else {
+            anyhow::bail!("an empty batch of replies");
+        };
+        let reply = if r.closed_code != 0 {
+            LinkReply::Closed(tonic::Code::from(r.closed_code as i32), r.closed_message)
+        } else {
+            match r.message.and_then(|m| m.kind) {
+                Some(aggregator_message::Kind::Resync(s)) => LinkReply::Resync(s.reason),
+                Some(aggregator_message::Kind::Ack(a)) => LinkReply::Ack(a.seq),
+                None => anyhow::bail!("an empty reply for link {}", r.link),
+            }
+        };
+        Ok(Some((r.link, reply)))
+    }
+}

@@ -41,6 +41,8 @@ pub struct Counters {
     pub deltas: AtomicU64,
     /// Heartbeats sent.
     pub heartbeats: AtomicU64,
+    /// Relay batches sent (relayed runs).
+    pub batches: AtomicU64,
     /// Acks received.
     pub acks: AtomicU64,
     /// Resyncs asked by the aggregator.
@@ -68,6 +70,9 @@ pub struct Plan {
     /// Streams sharing one HTTP/2 connection (1: every node its own connection, as agents
     /// connect; more: what a relay tier multiplexing its nodes' streams would do).
     pub streams_per_connection: usize,
+    /// Nodes carried by one simulated relay over one `Relay` stream (0: no relay; every node
+    /// streams itself, `streams_per_connection` to a connection).
+    pub nodes_per_relay: usize,
 }
 
 impl Plan {
@@ -100,6 +105,9 @@ pub async fn start(
     concurrency: usize,
     set: &mut JoinSet<()>,
 ) -> anyhow::Result<()> {
+    if plan.nodes_per_relay > 0 {
+        return super::relayed::start(plan, set).await;
+    }
     let gate = Arc::new(Semaphore::new(concurrency));
     let per = plan.streams_per_connection.max(1);
     let mut channels = Vec::with_capacity(plan.layout.nodes.div_ceil(per));
@@ -172,7 +180,7 @@ async fn run_node(plan: Arc<Plan>, i: usize, channel: Option<Channel>, mut ready
 }
 
 /// The agent's endpoint settings, from the source address of node `i`.
-fn endpoint(plan: &Plan, i: usize) -> anyhow::Result<Endpoint> {
+pub(super) fn endpoint(plan: &Plan, i: usize) -> anyhow::Result<Endpoint> {
     Ok(Endpoint::from_shared(format!("http://{}", plan.grpc))?
         .local_address(Some(plan.source(i)))
         .connect_timeout(Duration::from_secs(30))

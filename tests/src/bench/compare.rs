@@ -46,6 +46,26 @@ pub struct CompareResult {
     pub memory_ratio: f64,
     /// metrics-server CPU per node ÷ ours.
     pub cpu_ratio: f64,
+    /// metrics-server in our ingest-only window (neither side queried).
+    #[serde(default)]
+    pub upstream_quiet: QuietResult,
+    /// metrics-server memory per node ÷ ours, both ingesting only.
+    #[serde(default)]
+    pub quiet_memory_ratio: f64,
+    /// metrics-server CPU per node ÷ ours, both ingesting only.
+    #[serde(default)]
+    pub quiet_cpu_ratio: f64,
+}
+
+/// One side's cost in the ingest-only window.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct QuietResult {
+    /// RSS and CPU.
+    pub window: Window,
+    /// RSS per node, bytes.
+    pub rss_per_node: f64,
+    /// CPU per node, µs per second.
+    pub cpu_us_per_node_s: f64,
 }
 
 /// Runs metrics-server and the aggregator on the same cluster at the same time.
@@ -108,8 +128,22 @@ pub async fn run(cfg: ours::Config) -> anyhow::Result<CompareResult> {
         reads_per_node_interval: (reads1.0 - reads0.0) as f64 / cfg.nodes as f64 / intervals,
         ready_s,
     };
+    // both ingesting only, same seconds: our ingest-only window
+    let quiet = procstat::window_between(
+        &sampler.readings,
+        Duration::from_secs_f64(ours.quiet_start_s),
+        Duration::from_secs_f64(ours.quiet_end_s),
+    );
+    let upstream_quiet = QuietResult {
+        rss_per_node: quiet.rss_median as f64 / cfg.nodes as f64,
+        cpu_us_per_node_s: quiet.cpu_per_s * 1e6 / cfg.nodes as f64,
+        window: quiet,
+    };
     drop(up);
     Ok(CompareResult {
+        quiet_memory_ratio: upstream_quiet.rss_per_node / ours.quiet_rss_per_node,
+        quiet_cpu_ratio: upstream_quiet.cpu_us_per_node_s / ours.quiet_cpu_us_per_node_s,
+        upstream_quiet,
         memory_ratio: upstream.rss_per_node / ours.rss_per_node,
         cpu_ratio: upstream.cpu_us_per_node_s / ours.cpu_us_per_node_s,
         ours,

@@ -21,6 +21,7 @@ pub mod api;
 pub mod compare;
 pub mod ours;
 pub mod procstat;
+pub mod relayed;
 pub mod report;
 pub mod shapes;
 pub mod stats;

@@ -41,6 +41,8 @@ pub struct Config {
     pub connect_concurrency: usize,
     /// Streams per HTTP/2 connection (1 = one connection per node).
     pub streams_per_connection: usize,
+    /// Nodes per simulated relay (0: no relay tier).
+    pub nodes_per_relay: usize,
 }
 
 /// What one run measured.
@@ -90,6 +92,27 @@ pub struct Result {
     pub streams_per_connection: usize,
     /// TCP connections to the aggregator's ingest.
     pub connections: usize,
+    /// Nodes per relay (0: agents stream directly).
+    #[serde(default)]
+    pub nodes_per_relay: usize,
+    /// Ingest alone ([`QUIET`] after the steady window, no query of any kind): RSS and CPU.
+    #[serde(default)]
+    pub quiet: Window,
+    /// RSS per node in the ingest-only window, bytes.
+    #[serde(default)]
+    pub quiet_rss_per_node: f64,
+    /// CPU per node in the ingest-only window, µs of CPU per second.
+    #[serde(default)]
+    pub quiet_cpu_us_per_node_s: f64,
+    /// When the ingest-only window started and ended, seconds after the run started.
+    #[serde(default)]
+    pub quiet_start_s: f64,
+    /// See `quiet_start_s`.
+    #[serde(default)]
+    pub quiet_end_s: f64,
+    /// Relay batches sent per second in the steady window (relayed runs).
+    #[serde(default)]
+    pub batches_per_s: f64,
 }
 
 /// A running aggregator.
@@ -157,8 +180,12 @@ pub async fn start_aggregator(dir: &Path) -> anyhow::Result<Aggregator> {
     })
 }
 
+/// Length of the ingest-only window.
+pub const QUIET: Duration = Duration::from_secs(30);
+
 /// Runs the whole measurement.
 pub async fn run(cfg: Config) -> anyhow::Result<Result> {
+    let run_started = Instant::now();
     std::fs::create_dir_all(&cfg.dir)?;
     let layout = Layout::new(
         cfg.nodes,
@@ -188,6 +215,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<Result> {
         epoch_ms: epoch - epoch.rem_euclid(layout.interval_ms),
         counters: agents::Counters::default(),
         streams_per_connection: cfg.streams_per_connection.max(1),
+        nodes_per_relay: cfg.nodes_per_relay,
     });
     let mut streams = JoinSet::new();
     let t = Instant::now();
@@ -232,6 +260,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<Result> {
     sample_for(&mut sampler, &mut self_sampler, &mut aggregator.proc, warm).await?;
     let steady_from = sampler.sample()?.at;
     let self_from = self_sampler.sample()?.at;
+    let batches_before = plan.counters.batches.load(Ordering::Relaxed);
     let sent_before = plan.counters.deltas.load(Ordering::Relaxed)
         + plan.counters.heartbeats.load(Ordering::Relaxed);
     let late_before = (
@@ -285,6 +314,19 @@ pub async fn run(cfg: Config) -> anyhow::Result<Result> {
         percentiles(&lags)
     );
 
+    // ingest alone: no lag probe, no HPA, nothing but the agents' streams (what the
+    // side-by-side compares with metrics-server, which is not queried at all)
+    let quiet_start_s = run_started.elapsed().as_secs_f64();
+    let quiet_from = sampler.sample()?.at;
+    sample_for(&mut sampler, &mut self_sampler, &mut aggregator.proc, QUIET).await?;
+    let quiet = procstat::window(&sampler.readings, quiet_from);
+    let quiet_end_s = run_started.elapsed().as_secs_f64();
+    eprintln!(
+        "[ours] ingest only: RSS {} MiB, CPU {:.4} cores",
+        quiet.rss_median >> 20,
+        quiet.cpu_per_s
+    );
+
     let (saturating, qps) = api::hpa_saturating(&mut hpa_client, &layout, cfg.saturate).await?;
     eprintln!("[ours] saturating HPA loop: {saturating:?}, {qps:.0} q/s");
     let mut vpa = Vec::new();
@@ -334,7 +376,19 @@ pub async fn run(cfg: Config) -> anyhow::Result<Result> {
         kubelet_text_bytes: plan.shapes[0].kubelet_text_bytes,
         loadavg: loadavg.trim().to_owned(),
         streams_per_connection: cfg.streams_per_connection.max(1),
-        connections: layout.nodes.div_ceil(cfg.streams_per_connection.max(1)),
+        connections: if cfg.nodes_per_relay > 0 {
+            layout.nodes.div_ceil(cfg.nodes_per_relay)
+        } else {
+            layout.nodes.div_ceil(cfg.streams_per_connection.max(1))
+        },
+        nodes_per_relay: cfg.nodes_per_relay,
+        quiet_rss_per_node: quiet.rss_median as f64 / layout.nodes as f64,
+        quiet_cpu_us_per_node_s: quiet.cpu_per_s * 1e6 / layout.nodes as f64,
+        quiet,
+        quiet_start_s,
+        quiet_end_s,
+        batches_per_s: (c.batches.load(Ordering::Relaxed) - batches_before) as f64
+            / steady.seconds.max(1e-9),
     })
 }
 

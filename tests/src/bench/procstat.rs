@@ -113,7 +113,15 @@ pub struct Window {
 
 /// The window of `readings` from `from` on.
 pub fn window(readings: &[Reading], from: Duration) -> Window {
-    let w: Vec<&Reading> = readings.iter().filter(|r| r.at >= from).collect();
+    window_between(readings, from, Duration::MAX)
+}
+
+/// The window of `readings` from `from` to `to`.
+pub fn window_between(readings: &[Reading], from: Duration, to: Duration) -> Window {
+    let w: Vec<&Reading> = readings
+        .iter()
+        .filter(|r| r.at >= from && r.at <= to)
+        .collect();
     let (Some(first), Some(last)) = (w.first(), w.last()) else {
         return Window::default();
     };

@@ -83,8 +83,11 @@ pub fn write(out: &Path, svg: Option<&Path>) -> anyhow::Result<String> {
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
     );
     let mut ours_pts = Vec::new();
+    let mut relayed_pts = Vec::new();
     let mut ms_pts = Vec::new();
+    let mut quiet = String::new();
     let mut cmp = String::new();
+    let mut cmp_quiet = String::new();
     let mut extra = String::new();
     for (name, v) in &all {
         let r = &v["result"];
@@ -92,10 +95,16 @@ pub fn write(out: &Path, svg: Option<&Path>) -> anyhow::Result<String> {
         let plotted = !name.contains("before") && r["pods_per_node"] == 30;
         if r.get("steady").is_some() && r.get("rss_per_node").is_some() {
             ours_row(&mut md, name, r);
+            quiet_row(&mut quiet, name, r);
             if !plotted {
                 continue;
             }
-            ours_pts.push(Point {
+            let series = if f(&r["nodes_per_relay"]) > 0.0 {
+                &mut relayed_pts
+            } else {
+                &mut ours_pts
+            };
+            series.push(Point {
                 nodes: f(&r["nodes"]),
                 mib: mib(&r["steady"]["rss_median"]),
                 cores: f(&r["steady"]["cpu_per_s"]),
@@ -103,7 +112,13 @@ pub fn write(out: &Path, svg: Option<&Path>) -> anyhow::Result<String> {
         } else if r.get("upstream").is_some() {
             let (o, u) = (&r["ours"], &r["upstream"]);
             ours_row(&mut md, name, o);
-            ours_pts.push(Point {
+            quiet_row(&mut quiet, name, o);
+            let series = if f(&o["nodes_per_relay"]) > 0.0 {
+                &mut relayed_pts
+            } else {
+                &mut ours_pts
+            };
+            series.push(Point {
                 nodes: f(&o["nodes"]),
                 mib: mib(&o["steady"]["rss_median"]),
                 cores: f(&o["steady"]["cpu_per_s"]),
@@ -131,6 +146,26 @@ pub fn write(out: &Path, svg: Option<&Path>) -> anyhow::Result<String> {
                 u["nodes_served"],
                 u["nodes"],
             );
+            let uq = &r["upstream_quiet"];
+            if f(&r["quiet_cpu_ratio"]) > 0.0 {
+                let _ = writeln!(
+                    cmp_quiet,
+                    "| {} × {} | {} | {:.0} MiB ({:.1} KiB/node) | {:.1} MiB ({:.2} KiB/node) | **{:.1}×** | {:.3} cores ({:.1} µs/node/s) | {:.4} cores ({:.2} µs/node/s) | **{:.1}×** |",
+                    o["nodes"],
+                    o["pods_per_node"],
+                    relay_label(o),
+                    mib(&uq["window"]["rss_median"]),
+                    f(&uq["rss_per_node"]) / 1024.0,
+                    mib(&o["quiet"]["rss_median"]),
+                    f(&o["quiet_rss_per_node"]) / 1024.0,
+                    f(&r["quiet_memory_ratio"]),
+                    f(&uq["window"]["cpu_per_s"]),
+                    f(&uq["cpu_us_per_node_s"]),
+                    f(&o["quiet"]["cpu_per_s"]),
+                    f(&o["quiet_cpu_us_per_node_s"]),
+                    f(&r["quiet_cpu_ratio"]),
+                );
+            }
         } else if r.get("cpu_us_per_tick").is_some() {
             let _ = writeln!(
                 extra,
@@ -166,8 +201,21 @@ pub fn write(out: &Path, svg: Option<&Path>) -> anyhow::Result<String> {
             "\n| nodes × pods | metrics-server RSS | kubepulse RSS | memory ratio | metrics-server CPU | kubepulse CPU | CPU ratio | metrics-server nodes served |\n|---|---|---|---|---|---|---|---|\n{cmp}"
         );
     }
+    if !cmp_quiet.is_empty() {
+        let _ = writeln!(
+            md,
+            "\nBoth ingesting only (kubepulse's ingest-only window: no query to either):\n\n| nodes × pods | kubepulse ingest | metrics-server RSS | kubepulse RSS | memory ratio | metrics-server CPU | kubepulse CPU | CPU ratio |\n|---|---|---|---|---|---|---|---|\n{cmp_quiet}"
+        );
+    }
+    if !quiet.is_empty() {
+        let _ = writeln!(
+            md,
+            "\nIngest only (no query of any kind, {} s after the steady window):\n\n| run | nodes × pods | ingest | RSS MiB | KiB/node | CPU cores | µs CPU/node/s | relay batches/s |\n|---|---|---|---|---|---|---|---|\n{quiet}",
+            super::ours::QUIET.as_secs()
+        );
+    }
     md.push_str(&extra);
-    let plot = svg_plot(&ours_pts, &ms_pts);
+    let plot = svg_plot(&ours_pts, &relayed_pts, &ms_pts);
     std::fs::write(out.join("scale.svg"), &plot)?;
     if let Some(p) = svg {
         std::fs::write(p, &plot)?;
@@ -176,8 +224,34 @@ pub fn write(out: &Path, svg: Option<&Path>) -> anyhow::Result<String> {
     Ok(md)
 }
 
+/// How a run's nodes reached the aggregator.
+fn relay_label(r: &Value) -> String {
+    match r["nodes_per_relay"].as_u64().unwrap_or(0) {
+        0 => "one stream per node".to_owned(),
+        n => format!("{n} nodes per relay"),
+    }
+}
+
+fn quiet_row(out: &mut String, name: &str, r: &Value) {
+    if f(&r["quiet"]["seconds"]) <= 0.0 {
+        return;
+    }
+    let _ = writeln!(
+        out,
+        "| {name} | {} × {} | {} | {:.1} | {:.2} | {:.4} | {:.2} | {:.1} |",
+        r["nodes"],
+        r["pods_per_node"],
+        relay_label(r),
+        mib(&r["quiet"]["rss_median"]),
+        f(&r["quiet_rss_per_node"]) / 1024.0,
+        f(&r["quiet"]["cpu_per_s"]),
+        f(&r["quiet_cpu_us_per_node_s"]),
+        f(&r["batches_per_s"]),
+    );
+}
+
 /// Two log-log panels (memory, CPU) against nodes.
-fn svg_plot(ours: &[Point], ms: &[Point]) -> String {
+fn svg_plot(ours: &[Point], relayed: &[Point], ms: &[Point]) -> String {
     let (w, h, pad) = (460.0, 320.0, 60.0);
     let mut s = String::new();
     let _ = writeln!(
@@ -187,7 +261,7 @@ fn svg_plot(ours: &[Point], ms: &[Point]) -> String {
         h + 40.0
     );
     let _ = writeln!(s, r#"<rect width="100%" height="100%" fill="white"/>"#);
-    let all: Vec<&Point> = ours.iter().chain(ms).collect();
+    let all: Vec<&Point> = ours.iter().chain(relayed).chain(ms).collect();
     let nodes: Vec<f64> = all.iter().map(|p| p.nodes).collect();
     let (x0, x1) = bounds(&nodes);
     type Metric = fn(&Point) -> f64;
@@ -245,8 +319,19 @@ fn svg_plot(ours: &[Point], ms: &[Point]) -> String {
             );
         }
         for (pts, color, label, dy) in [
-            (ours, "#1f77b4", "kubepulse-aggregator", 0.0),
-            (ms, "#d62728", "metrics-server v0.9.0", 16.0),
+            (
+                ours,
+                "#1f77b4",
+                "kubepulse-aggregator, one stream per node",
+                0.0,
+            ),
+            (
+                relayed,
+                "#2ca02c",
+                "kubepulse-aggregator behind relays",
+                16.0,
+            ),
+            (ms, "#d62728", "metrics-server v0.9.0", 32.0),
         ] {
             let mut sorted: Vec<&Point> = pts.iter().filter(|p| get(p) > 0.0).collect();
             sorted.sort_by(|a, b| a.nodes.total_cmp(&b.nodes));

@@ -53,6 +53,10 @@ enum Cmd {
         /// Streams per HTTP/2 connection (1: one connection per node, as agents connect).
         #[arg(long, default_value_t = 1)]
         streams_per_connection: usize,
+        /// Nodes behind each simulated relay, over one `Relay` stream per relay (0: no relay
+        /// tier, every node streams itself).
+        #[arg(long, default_value_t = 0)]
+        nodes_per_relay: usize,
         /// Result file name (default `ours-<nodes>x<pods>.json`).
         #[arg(long)]
         name: Option<String>,
@@ -62,6 +66,9 @@ enum Cmd {
     Compare {
         #[command(flatten)]
         size: Size,
+        /// Nodes behind each simulated relay on kubepulse's side (0: every node streams itself).
+        #[arg(long, default_value_t = 0)]
+        nodes_per_relay: usize,
     },
     /// The real agent binary against one simulated kubelet.
     Agent {
@@ -102,6 +109,7 @@ fn config(
     vpa_runs: usize,
     connect_concurrency: usize,
     streams_per_connection: usize,
+    nodes_per_relay: usize,
 ) -> bench::ours::Config {
     bench::ours::Config {
         nodes: size.nodes,
@@ -114,6 +122,7 @@ fn config(
         vpa_runs,
         connect_concurrency,
         streams_per_connection,
+        nodes_per_relay,
     }
 }
 
@@ -160,10 +169,17 @@ async fn run(args: Args) -> anyhow::Result<()> {
             connect_concurrency,
             vpa_runs,
             streams_per_connection,
+            nodes_per_relay,
             name,
         } => {
-            let name =
-                name.unwrap_or_else(|| format!("ours-{}x{}", size.nodes, size.pods_per_node));
+            let name = name.unwrap_or_else(|| {
+                let relayed = if nodes_per_relay > 0 {
+                    format!("-relay{nodes_per_relay}")
+                } else {
+                    String::new()
+                };
+                format!("ours-{}x{}{relayed}", size.nodes, size.pods_per_node)
+            });
             let cfg = config(
                 &args.out,
                 &name,
@@ -171,12 +187,21 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 vpa_runs,
                 connect_concurrency,
                 streams_per_connection,
+                nodes_per_relay,
             );
             save(&args.out, &name, nofile, bench::ours::run(cfg).await?)?;
         }
-        Cmd::Compare { size } => {
-            let name = format!("compare-{}x{}", size.nodes, size.pods_per_node);
-            let cfg = config(&args.out, &name, &size, 1, 512, 1);
+        Cmd::Compare {
+            size,
+            nodes_per_relay,
+        } => {
+            let relayed = if nodes_per_relay > 0 {
+                format!("-relay{nodes_per_relay}")
+            } else {
+                String::new()
+            };
+            let name = format!("compare-{}x{}{relayed}", size.nodes, size.pods_per_node);
+            let cfg = config(&args.out, &name, &size, 1, 512, 1, nodes_per_relay);
             save(&args.out, &name, nofile, bench::compare::run(cfg).await?)?;
         }
         Cmd::Agent {

@@ -225,7 +225,8 @@ fn usage_to_wire(s: &Sample, base_ms: i64) -> v1::Usage {
 pub struct StreamDecoder {
     limits: Limits,
     pods: IdMap<PodKey>,
-    containers: IdMap<(PodKey, ContainerName)>,
+    /// Each container's pod id and name (the pod's key is in `pods`: not repeated here).
+    containers: IdMap<(u32, ContainerName)>,
 }
 
 /// A dictionary from wire ids to names: a vector sorted by id. An agent hands out ids in
@@ -353,14 +354,12 @@ impl StreamDecoder {
                 kind: "pod",
                 id: *id,
             })?;
-            self.containers.retain(|(p, _)| *p != key);
+            self.containers.retain(|(p, _)| p != id);
             delta.pod_removals.push(key);
         }
         for id in &msg.removed_containers {
-            let entry = self.containers.remove(id).ok_or(WireError::UnknownId {
-                kind: "container",
-                id: *id,
-            })?;
+            let entry = self.container(*id)?;
+            self.containers.remove(id);
             delta.container_removals.push(entry);
         }
         self.define(&msg.new_pods, &msg.new_containers)?;
@@ -376,13 +375,15 @@ impl StreamDecoder {
     }
 
     fn container(&self, id: u32) -> Result<(PodKey, ContainerName), WireError> {
-        self.containers
-            .get(&id)
-            .cloned()
-            .ok_or(WireError::UnknownId {
-                kind: "container",
-                id,
-            })
+        let unknown = WireError::UnknownId {
+            kind: "container",
+            id,
+        };
+        let (pod, name) = self.containers.get(&id).ok_or(unknown.clone())?;
+        // a container's pod is defined as long as the container is (removing a pod removes
+        // its containers)
+        let key = self.pods.get(pod).ok_or(unknown)?;
+        Ok((key.clone(), name.clone()))
     }
 
     fn define(
@@ -402,6 +403,9 @@ impl StreamDecoder {
                 limit: self.limits.max_containers,
             });
         }
+        // ids come in increasing order: room for exactly these, no doubling
+        self.pods.0.reserve_exact(pods.len());
+        self.containers.0.reserve_exact(containers.len());
         for def in pods {
             let key = PodKey::new(&def.namespace, &def.name)?;
             if self.pods.contains_key(&def.id) {
@@ -416,10 +420,12 @@ impl StreamDecoder {
             self.pods.insert(def.id, key);
         }
         for def in containers {
-            let pod = self.pods.get(&def.pod_id).ok_or(WireError::UnknownId {
-                kind: "pod",
-                id: def.pod_id,
-            })?;
+            if !self.pods.contains_key(&def.pod_id) {
+                return Err(WireError::UnknownId {
+                    kind: "pod",
+                    id: def.pod_id,
+                });
+            }
             let name = ContainerName::new(&def.name)?;
             if self.containers.contains_key(&def.id) || self.pods.contains_key(&def.id) {
                 return Err(WireError::DuplicateId {
@@ -427,7 +433,7 @@ impl StreamDecoder {
                     id: def.id,
                 });
             }
-            self.containers.insert(def.id, (pod.clone(), name));
+            self.containers.insert(def.id, (def.pod_id, name));
         }
         Ok(())
     }

@@ -24,6 +24,9 @@ use crate::writer::{ResyncTo, WriterMsg};
 /// request, and the link's next refused update asks again.
 const RESYNC_QUEUE: usize = 4096;
 
+/// Frames handled between two yields to the runtime.
+const YIELD_EVERY: usize = 64;
+
 pub(super) type RelayOutbound =
     std::pin::Pin<Box<dyn futures::Stream<Item = Result<v1::RelayReplies, Status>> + Send>>;
 
@@ -76,7 +79,12 @@ impl Session {
             tokio::select! {
                 batch = inbound.message() => match batch {
                     Ok(Some(batch)) => {
-                        for frame in batch.frames {
+                        for (i, frame) in batch.frames.into_iter().enumerate() {
+                            // a batch may carry a thousand nodes' frames: let the API's
+                            // requests run between slices of it
+                            if i > 0 && i % YIELD_EVERY == 0 {
+                                tokio::task::yield_now().await;
+                            }
                             self.on_frame(frame, &mut outcome).await;
                         }
                     }

@@ -43,6 +43,9 @@ pub struct Config {
     pub streams_per_connection: usize,
     /// Nodes per simulated relay (0: no relay tier).
     pub nodes_per_relay: usize,
+    /// Put one real `kubepulse-relay` process between the simulated agents (one connection
+    /// per node) and the aggregator, and measure it too.
+    pub through_relay: bool,
 }
 
 /// What one run measured.
@@ -110,9 +113,46 @@ pub struct Result {
     /// See `quiet_start_s`.
     #[serde(default)]
     pub quiet_end_s: f64,
+    /// The real relay process, when the run went through one.
+    #[serde(default)]
+    pub relay: Option<RelaySide>,
     /// Relay batches sent per second in the steady window (relayed runs).
     #[serde(default)]
     pub batches_per_s: f64,
+}
+
+/// What one real `kubepulse-relay` process cost, carrying every node to the aggregator.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct RelaySide {
+    /// RSS with no agent connected, bytes.
+    pub rss_idle: u64,
+    /// Over the steady window.
+    pub steady: Window,
+    /// Over the ingest-only window.
+    pub quiet: Window,
+    /// Ingest-only RSS per node, bytes.
+    pub quiet_rss_per_node: f64,
+    /// Ingest-only CPU per node, µs per second.
+    pub quiet_cpu_us_per_node_s: f64,
+}
+
+/// Starts `kubepulse-relay` on a free loopback port, streaming to `aggregator` (plaintext).
+async fn start_relay(dir: &Path, aggregator: SocketAddr) -> anyhow::Result<(Proc, SocketAddr)> {
+    let bin = sibling_binary("kubepulse-relay")?;
+    let grpc = SocketAddr::from(([127, 0, 0, 1], free_port()?));
+    let health = SocketAddr::from(([127, 0, 0, 1], free_port()?));
+    let args = vec![
+        "--grpc-bind-address=127.0.0.1".to_owned(),
+        format!("--grpc-port={}", grpc.port()),
+        "--grpc-plaintext".to_owned(),
+        format!("--aggregator-endpoints={aggregator}"),
+        "--aggregator-plaintext".to_owned(),
+        format!("--health-address={health}"),
+        "--log-level=warn".to_owned(),
+    ];
+    let proc = Proc::spawn("kubepulse-relay", &bin, &args, &dir.join("relay.log"))?;
+    wait_listening(grpc, Duration::from_secs(30)).await?;
+    Ok((proc, grpc))
 }
 
 /// A running aggregator.
@@ -206,12 +246,34 @@ pub async fn run(cfg: Config) -> anyhow::Result<Result> {
     let mut sampler = Sampler::new(pid);
     let mut self_sampler = Sampler::new(std::process::id());
     let rss_idle = sampler.sample()?.rss;
+    // the real relay, sampled every second from its start (offsets from `run_started`)
+    let mut relay = None;
+    if cfg.through_relay {
+        let (proc, addr) = start_relay(&cfg.dir, aggregator.grpc).await?;
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let offset = run_started.elapsed();
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let pid = proc.pid();
+        let sampling = {
+            let stop = stop.clone();
+            tokio::spawn(async move {
+                let mut s = Sampler::new(pid);
+                while !stop.load(Ordering::Relaxed) {
+                    let _ = s.sample();
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+                s
+            })
+        };
+        relay = Some((proc, addr, offset, stop, sampling));
+    }
+    let ingest_addr = relay.as_ref().map_or(aggregator.grpc, |r| r.1);
 
     let epoch = wall_ms();
     let plan = Arc::new(Plan {
         layout: layout.clone(),
         shapes,
-        grpc: aggregator.grpc,
+        grpc: ingest_addr,
         epoch_ms: epoch - epoch.rem_euclid(layout.interval_ms),
         counters: agents::Counters::default(),
         streams_per_connection: cfg.streams_per_connection.max(1),
@@ -259,6 +321,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<Result> {
     let warm = cfg.interval + Duration::from_secs(2);
     sample_for(&mut sampler, &mut self_sampler, &mut aggregator.proc, warm).await?;
     let steady_from = sampler.sample()?.at;
+    let steady_start_s = run_started.elapsed().as_secs_f64();
     let self_from = self_sampler.sample()?.at;
     let batches_before = plan.counters.batches.load(Ordering::Relaxed);
     let sent_before = plan.counters.deltas.load(Ordering::Relaxed)
@@ -314,6 +377,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<Result> {
         percentiles(&lags)
     );
 
+    let steady_end_s = run_started.elapsed().as_secs_f64();
     // ingest alone: no lag probe, no HPA, nothing but the agents' streams (what the
     // side-by-side compares with metrics-server, which is not queried at all)
     let quiet_start_s = run_started.elapsed().as_secs_f64();
@@ -345,7 +409,26 @@ pub async fn run(cfg: Config) -> anyhow::Result<Result> {
         vpa.push(r);
     }
     aggregator.proc.check_alive()?;
+    // the agents go first, so that stopping the relay fails none of their streams
     streams.abort_all();
+    let relay = match relay {
+        Some((mut proc, _, offset, stop, sampling)) => {
+            proc.check_alive()?;
+            stop.store(true, Ordering::Relaxed);
+            let s = sampling.await?;
+            let at = |secs: f64| Duration::from_secs_f64(secs).saturating_sub(offset);
+            let quiet = procstat::window_between(&s.readings, at(quiet_start_s), at(quiet_end_s));
+            proc.stop();
+            Some(RelaySide {
+                rss_idle: s.readings.first().map_or(0, |r| r.rss),
+                steady: procstat::window_between(&s.readings, at(steady_start_s), at(steady_end_s)),
+                quiet_rss_per_node: quiet.rss_median as f64 / layout.nodes as f64,
+                quiet_cpu_us_per_node_s: quiet.cpu_per_s * 1e6 / layout.nodes as f64,
+                quiet,
+            })
+        }
+        None => None,
+    };
     aggregator.proc.stop();
     let c = &plan.counters;
     Ok(Result {
@@ -382,6 +465,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<Result> {
             layout.nodes.div_ceil(cfg.streams_per_connection.max(1))
         },
         nodes_per_relay: cfg.nodes_per_relay,
+        relay,
         quiet_rss_per_node: quiet.rss_median as f64 / layout.nodes as f64,
         quiet_cpu_us_per_node_s: quiet.cpu_per_s * 1e6 / layout.nodes as f64,
         quiet,

@@ -99,7 +99,7 @@ pub fn write(out: &Path, svg: Option<&Path>) -> anyhow::Result<String> {
             if !plotted {
                 continue;
             }
-            let series = if f(&r["nodes_per_relay"]) > 0.0 {
+            let series = if f(&r["nodes_per_relay"]) > 0.0 || r["relay"].is_object() {
                 &mut relayed_pts
             } else {
                 &mut ours_pts
@@ -226,6 +226,9 @@ pub fn write(out: &Path, svg: Option<&Path>) -> anyhow::Result<String> {
 
 /// How a run's nodes reached the aggregator.
 fn relay_label(r: &Value) -> String {
+    if r["relay"].is_object() {
+        return "through one kubepulse-relay process".to_owned();
+    }
     match r["nodes_per_relay"].as_u64().unwrap_or(0) {
         0 => "one stream per node".to_owned(),
         n => format!("{n} nodes per relay"),
@@ -248,6 +251,19 @@ fn quiet_row(out: &mut String, name: &str, r: &Value) {
         f(&r["quiet_cpu_us_per_node_s"]),
         f(&r["batches_per_s"]),
     );
+    let relay = &r["relay"];
+    if relay.is_object() {
+        let _ = writeln!(
+            out,
+            "| {name}: the kubepulse-relay process | {} × {} | agents' connections in, one stream out | {:.1} | {:.2} | {:.4} | {:.2} | |",
+            r["nodes"],
+            r["pods_per_node"],
+            mib(&relay["quiet"]["rss_median"]),
+            f(&relay["quiet_rss_per_node"]) / 1024.0,
+            f(&relay["quiet"]["cpu_per_s"]),
+            f(&relay["quiet_cpu_us_per_node_s"]),
+        );
+    }
 }
 
 /// Two log-log panels (memory, CPU) against nodes.

@@ -57,6 +57,10 @@ enum Cmd {
         /// tier, every node streams itself).
         #[arg(long, default_value_t = 0)]
         nodes_per_relay: usize,
+        /// One real kubepulse-relay process between the simulated agents (one connection per
+        /// node) and the aggregator, measured too.
+        #[arg(long)]
+        through_relay: bool,
         /// Result file name (default `ours-<nodes>x<pods>.json`).
         #[arg(long)]
         name: Option<String>,
@@ -123,6 +127,7 @@ fn config(
         connect_concurrency,
         streams_per_connection,
         nodes_per_relay,
+        through_relay: false,
     }
 }
 
@@ -170,17 +175,20 @@ async fn run(args: Args) -> anyhow::Result<()> {
             vpa_runs,
             streams_per_connection,
             nodes_per_relay,
+            through_relay,
             name,
         } => {
             let name = name.unwrap_or_else(|| {
-                let relayed = if nodes_per_relay > 0 {
+                let relayed = if through_relay {
+                    "-through-relay".to_owned()
+                } else if nodes_per_relay > 0 {
                     format!("-relay{nodes_per_relay}")
                 } else {
                     String::new()
                 };
                 format!("ours-{}x{}{relayed}", size.nodes, size.pods_per_node)
             });
-            let cfg = config(
+            let mut cfg = config(
                 &args.out,
                 &name,
                 &size,
@@ -189,6 +197,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 streams_per_connection,
                 nodes_per_relay,
             );
+            cfg.through_relay = through_relay;
             save(&args.out, &name, nofile, bench::ours::run(cfg).await?)?;
         }
         Cmd::Compare {

@@ -9,28 +9,12 @@ use kubepulse_agent::{Config, telemetry};
 
 fn main() -> ExitCode {
     let config = Config::parse();
-    if let Err(problems) = config.validate() {
-        for p in &problems {
-            eprintln!("kubepulse-agent: invalid configuration: {p}");
-        }
-        return ExitCode::from(64);
-    }
-    telemetry::init(config.log_format, &config.log_level);
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(err) => {
-            eprintln!("kubepulse-agent: start runtime: {err}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(kubepulse_agent::run(config, telemetry::shutdown_signal())) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(err) => {
-            tracing::error!(error = format!("{err:#}"), "agent failed");
-            ExitCode::FAILURE
-        }
-    }
+    let (format, level) = (config.log_format, config.log_level.clone());
+    kubepulse_shell::run_main(
+        "kubepulse-agent",
+        config.validate(),
+        kubepulse_shell::Runtime::CurrentThread,
+        || telemetry::init(format, &level),
+        || kubepulse_agent::run(config, telemetry::shutdown_signal()),
+    )
 }

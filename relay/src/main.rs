@@ -9,32 +9,15 @@ use kubepulse_relay::{Config, Listeners, telemetry};
 
 fn main() -> ExitCode {
     let config = Config::parse();
-    if let Err(problems) = config.validate() {
-        for p in &problems {
-            eprintln!("kubepulse-relay: invalid configuration: {p}");
-        }
-        return ExitCode::from(64);
-    }
-    telemetry::init(config.log_format, &config.log_level);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(err) => {
-            eprintln!("kubepulse-relay: start runtime: {err}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let result = runtime.block_on(async {
-        let listeners = Listeners::bind(&config).await?;
-        kubepulse_relay::run(config, listeners, telemetry::shutdown_signal()).await
-    });
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(err) => {
-            tracing::error!(error = format!("{err:#}"), "relay failed");
-            ExitCode::FAILURE
-        }
-    }
+    let (format, level) = (config.log_format, config.log_level.clone());
+    kubepulse_shell::run_main(
+        "kubepulse-relay",
+        config.validate(),
+        kubepulse_shell::Runtime::MultiThread,
+        || telemetry::init(format, &level),
+        || async {
+            let listeners = Listeners::bind(&config).await?;
+            kubepulse_relay::run(config, listeners, telemetry::shutdown_signal()).await
+        },
+    )
 }

@@ -49,3 +49,55 @@ pub async fn shutdown_signal() {
         }
     }
 }
+
+/// The runtime a binary runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Runtime {
+    /// One thread (the agent: one stream per replica, little to do in parallel).
+    CurrentThread,
+    /// A worker per core (the aggregator and the relay).
+    MultiThread,
+}
+
+/// What every binary's `main` does around its own work: a configuration with problems prints
+/// each as `NAME: invalid configuration: …` and exits 64; otherwise `init` starts logging and
+/// `body` runs to its end on a `runtime`: exit 0 after a clean end, 1 when it failed (the
+/// error logged with its causes).
+pub fn run_main<F, E>(
+    name: &str,
+    validated: Result<(), Vec<String>>,
+    runtime: Runtime,
+    init: impl FnOnce(),
+    body: impl FnOnce() -> F,
+) -> std::process::ExitCode
+where
+    F: std::future::Future<Output = Result<(), E>>,
+    E: std::fmt::Display,
+{
+    use std::process::ExitCode;
+    if let Err(problems) = validated {
+        for p in &problems {
+            eprintln!("{name}: invalid configuration: {p}");
+        }
+        return ExitCode::from(64);
+    }
+    init();
+    let mut builder = match runtime {
+        Runtime::CurrentThread => tokio::runtime::Builder::new_current_thread(),
+        Runtime::MultiThread => tokio::runtime::Builder::new_multi_thread(),
+    };
+    let rt = match builder.enable_all().build() {
+        Ok(rt) => rt,
+        Err(err) => {
+            eprintln!("{name}: start runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(body()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            tracing::error!(error = format!("{err:#}"), "{name} failed");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -138,14 +138,16 @@ pub async fn start(
     Ok(())
 }
 
-fn message(seq: u64, kind: agent_message::Kind) -> v1::AgentMessage {
+/// A message of `kind` at `seq`.
+pub(super) fn message(seq: u64, kind: agent_message::Kind) -> v1::AgentMessage {
     v1::AgentMessage {
         kind: Some(kind),
         seq,
     }
 }
 
-fn status(seq: u64) -> v1::AgentMessage {
+/// An ok status at `seq` (the heartbeat).
+pub(super) fn status(seq: u64) -> v1::AgentMessage {
     message(
         seq,
         agent_message::Kind::Status(v1::ScrapeStatus {

@@ -4,14 +4,13 @@
 //! both with two replicas.
 
 use std::path::Path;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
 use super::ours;
-use super::procstat::{self, Sampler, Window};
+use super::procstat::{self, Window};
 use super::shapes::Layout;
 use super::upstream;
 use super::{Proc, sibling_binary};
@@ -95,18 +94,7 @@ pub async fn run(cfg: ours::Config) -> anyhow::Result<CompareResult> {
     }
     let ready_s = t.elapsed().as_secs_f64();
     // sample metrics-server for the whole of our run; keep the readings of our steady window
-    let stop = Arc::new(AtomicBool::new(false));
-    let sampling = {
-        let stop = stop.clone();
-        tokio::spawn(async move {
-            let mut s = Sampler::new(pid);
-            while !stop.load(Ordering::Relaxed) {
-                let _ = s.sample();
-                tokio::time::sleep(Duration::from_secs(1)).await;
-            }
-            s
-        })
-    };
+    let (stop, sampling) = procstat::sample_in_background(pid);
     let reads0 = (up.reads(), Instant::now());
     let started = Instant::now();
     let ours = ours::run(cfg.clone()).await?;

@@ -252,19 +252,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<Result> {
         let (proc, addr) = start_relay(&cfg.dir, aggregator.grpc).await?;
         tokio::time::sleep(Duration::from_secs(2)).await;
         let offset = run_started.elapsed();
-        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let pid = proc.pid();
-        let sampling = {
-            let stop = stop.clone();
-            tokio::spawn(async move {
-                let mut s = Sampler::new(pid);
-                while !stop.load(Ordering::Relaxed) {
-                    let _ = s.sample();
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                }
-                s
-            })
-        };
+        let (stop, sampling) = procstat::sample_in_background(proc.pid());
         relay = Some((proc, addr, offset, stop, sampling));
     }
     let ingest_addr = relay.as_ref().map_or(aggregator.grpc, |r| r.1);

@@ -156,3 +156,25 @@ pub fn cpu_precise(pid: u32) -> anyhow::Result<f64> {
     }
     Ok(ns as f64 / 1e9)
 }
+
+/// A [`Sampler`] of `pid` reading once a second in a task of its own, until the flag is set;
+/// the task returns the sampler with its readings.
+pub fn sample_in_background(
+    pid: u32,
+) -> (
+    std::sync::Arc<std::sync::atomic::AtomicBool>,
+    tokio::task::JoinHandle<Sampler>,
+) {
+    use std::sync::atomic::Ordering;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = stop.clone();
+    let task = tokio::spawn(async move {
+        let mut s = Sampler::new(pid);
+        while !flag.load(Ordering::Relaxed) {
+            let _ = s.sample();
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+        s
+    });
+    (stop, task)
+}

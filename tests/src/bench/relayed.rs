@@ -22,7 +22,7 @@ use prost::Message as _;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
-use super::agents::{self, HEARTBEAT, POLL_INTERVAL_MS, Plan};
+use super::agents::{self, HEARTBEAT, POLL_INTERVAL_MS, Plan, message, status};
 use super::wall_ms;
 
 /// Starts one simulated relay per `plan.nodes_per_relay` nodes; returns when every node's
@@ -87,23 +87,6 @@ struct Node {
     seq: u64,
     /// The last kubelet refresh sent.
     k: i64,
-}
-
-fn message(seq: u64, kind: agent_message::Kind) -> v1::AgentMessage {
-    v1::AgentMessage {
-        kind: Some(kind),
-        seq,
-    }
-}
-
-fn status(seq: u64) -> v1::AgentMessage {
-    message(
-        seq,
-        agent_message::Kind::Status(v1::ScrapeStatus {
-            ok: true,
-            ..Default::default()
-        }),
-    )
 }
 
 struct Relay<'a> {

@@ -31,10 +31,7 @@ use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use k8s_openapi::kube_aggregator::pkg::apis::apiregistration::v1::{APIService, APIServiceSpec};
 use kube::Client;
 use kube::api::{Api, ObjectMeta, Patch, PatchParams, PostParams};
-use rcgen::{
-    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-    KeyUsagePurpose,
-};
+use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, KeyUsagePurpose};
 
 use crate::Config;
 use crate::tls::CertKey;
@@ -43,10 +40,8 @@ use crate::tls::CertKey;
 pub const PUBLISH_PERIOD: Duration = Duration::from_secs(10);
 /// Lifetime of the bootstrap CA.
 pub const CA_VALIDITY: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
-/// Lifetime of a replica's serving certificate (issued at every start).
-pub const SERVING_VALIDITY: Duration = Duration::from_secs(365 * 24 * 3600);
-/// Certificates are valid from this long before they are issued (clock skew).
-const BACKDATE: Duration = Duration::from_secs(3600);
+use kubepulse_shell::certs::BACKDATE;
+pub use kubepulse_shell::certs::{SERVING_VALIDITY, serving_names};
 /// Key names in the Secret and the ConfigMap.
 pub const CA_CERT_KEY: &str = "ca.crt";
 /// The CA private key's key in the Secret.
@@ -102,25 +97,6 @@ impl Settings {
     }
 }
 
-/// `<svc>`, `<svc>.<ns>`, `<svc>.<ns>.svc` and `<svc>.<ns>.svc.<domain>` for every Service.
-pub fn serving_names(services: &[String], namespace: &str, cluster_domain: &str) -> Vec<String> {
-    let domain = cluster_domain.trim_matches('.');
-    let mut names = Vec::with_capacity(services.len() * 4);
-    for svc in services {
-        for name in [
-            svc.clone(),
-            format!("{svc}.{namespace}"),
-            format!("{svc}.{namespace}.svc"),
-            format!("{svc}.{namespace}.svc.{domain}"),
-        ] {
-            if !names.contains(&name) {
-                names.push(name);
-            }
-        }
-    }
-    names
-}
-
 /// A CA certificate and its key, PEM.
 #[derive(Clone)]
 pub struct CaPair {
@@ -166,30 +142,9 @@ pub fn new_ca(now: SystemTime) -> anyhow::Result<CaPair> {
     })
 }
 
-/// A serving certificate for `names`, signed by `ca`, valid from `now - 1h` for
-/// [`SERVING_VALIDITY`] (never past the CA's own end).
+/// A serving certificate for `names`, signed by `ca` ([`kubepulse_shell::certs::issue_serving`]).
 pub fn issue_serving(ca: &CaPair, names: &[String], now: SystemTime) -> anyhow::Result<CertKey> {
-    let ca_key = KeyPair::from_pem(&ca.key_pem).context("parse CA key")?;
-    let issuer = Issuer::from_ca_cert_pem(&ca.cert_pem, ca_key).context("parse CA certificate")?;
-    let key = KeyPair::generate().context("generate serving key")?;
-    let mut params = CertificateParams::new(names.to_vec()).context("serving names")?;
-    params.distinguished_name.push(
-        DnType::CommonName,
-        names.first().cloned().unwrap_or_default(),
-    );
-    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-    params.use_authority_key_identifier_extension = true;
-    params.not_before = (now - BACKDATE).into();
-    params.not_after = (now + SERVING_VALIDITY).into();
-    let cert = params
-        .signed_by(&key, &issuer)
-        .context("sign serving certificate")?;
-    Ok(CertKey {
-        // the chain: leaf, then the CA (clients trust the CA; sending it costs one certificate)
-        cert_pem: format!("{}{}", cert.pem(), ca.cert_pem),
-        key_pem: key.serialize_pem(),
-    })
+    kubepulse_shell::certs::issue_serving(&ca.cert_pem, &ca.key_pem, names, now)
 }
 
 /// The certificate parses, is a CA, and its public key is the key's.

@@ -12,14 +12,7 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::net::TcpListener;
 
-/// PEM certificate chain and key.
-#[derive(Clone)]
-pub struct CertKey {
-    /// Certificate chain, PEM.
-    pub cert_pem: String,
-    /// Private key, PEM.
-    pub key_pem: String,
-}
+pub use kubepulse_shell::certs::CertKey;
 
 /// Reads the configured pair, or generates a self-signed certificate for `localhost` and
 /// `127.0.0.1` (plus `extra_names`) and writes it into `cert_dir`.

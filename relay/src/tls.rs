@@ -2,28 +2,15 @@
 //! signed in memory with the aggregators' serving CA for the relay's Service names
 //! (`--serving-ca-file`, so agents verify the relay with the CA bundle they already mount), or
 //! a self-signed one for `localhost` (local runs; agents cannot verify it without that
-//! certificate). The signing mirrors the aggregator's bootstrap (binaries do not depend on each
-//! other).
+//! certificate). The signing is the aggregator's ([`kubepulse_shell::certs`]).
 
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use anyhow::Context as _;
-use rcgen::{CertificateParams, DnType, ExtendedKeyUsagePurpose, Issuer, KeyPair, KeyUsagePurpose};
 
 use crate::Config;
 
-/// Certificates are valid from this long ago (clock skew between nodes).
-const BACKDATE: Duration = Duration::from_secs(3600);
-/// How long a signed serving certificate is valid (the relay signs a new one at every start).
-const SERVING_VALIDITY: Duration = Duration::from_secs(365 * 24 * 3600);
-
-/// PEM certificate chain and key.
-pub struct CertKey {
-    /// Certificate chain, PEM.
-    pub cert_pem: String,
-    /// Private key, PEM.
-    pub key_pem: String,
-}
+pub use kubepulse_shell::certs::CertKey;
 
 /// The serving pair as configured (`None` with `--grpc-plaintext`).
 pub fn serving_pair(config: &Config, now: SystemTime) -> anyhow::Result<Option<CertKey>> {
@@ -66,23 +53,10 @@ pub fn serving_pair(config: &Config, now: SystemTime) -> anyhow::Result<Option<C
     }))
 }
 
-/// `<svc>`, `<svc>.<ns>`, `<svc>.<ns>.svc` and `<svc>.<ns>.svc.<domain>` for every Service.
+/// The names of every non-empty `--service-names` entry ([`kubepulse_shell::certs::serving_names`]).
 pub fn serving_names(services: &[String], namespace: &str, cluster_domain: &str) -> Vec<String> {
-    let domain = cluster_domain.trim_matches('.');
-    let mut names = Vec::with_capacity(services.len() * 4);
-    for svc in services.iter().filter(|s| !s.is_empty()) {
-        for name in [
-            svc.clone(),
-            format!("{svc}.{namespace}"),
-            format!("{svc}.{namespace}.svc"),
-            format!("{svc}.{namespace}.svc.{domain}"),
-        ] {
-            if !names.contains(&name) {
-                names.push(name);
-            }
-        }
-    }
-    names
+    let services: Vec<String> = services.iter().filter(|s| !s.is_empty()).cloned().collect();
+    kubepulse_shell::certs::serving_names(&services, namespace, cluster_domain)
 }
 
 /// A serving certificate for `names` signed by the CA, chain = leaf then CA.
@@ -92,32 +66,14 @@ fn sign(
     names: &[String],
     now: SystemTime,
 ) -> anyhow::Result<CertKey> {
-    let ca_key = KeyPair::from_pem(ca_key_pem).context("parse --serving-ca-key-file")?;
-    let issuer =
-        Issuer::from_ca_cert_pem(ca_cert_pem, ca_key).context("parse --serving-ca-file")?;
-    let key = KeyPair::generate().context("generate serving key")?;
-    let mut params = CertificateParams::new(names.to_vec()).context("serving names")?;
-    params.distinguished_name.push(
-        DnType::CommonName,
-        names.first().cloned().unwrap_or_default(),
-    );
-    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-    params.use_authority_key_identifier_extension = true;
-    params.not_before = (now - BACKDATE).into();
-    params.not_after = (now + SERVING_VALIDITY).into();
-    let cert = params
-        .signed_by(&key, &issuer)
-        .context("sign serving certificate")?;
-    Ok(CertKey {
-        cert_pem: format!("{}{}", cert.pem(), ca_cert_pem),
-        key_pem: key.serialize_pem(),
-    })
+    kubepulse_shell::certs::issue_serving(ca_cert_pem, ca_key_pem, names, now)
+        .context("--serving-ca-file / --serving-ca-key-file")
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rcgen::{CertificateParams, KeyPair, KeyUsagePurpose};
 
     #[test]
     fn names_cover_every_form_of_the_service() {

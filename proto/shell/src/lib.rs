@@ -3,6 +3,7 @@
 //! the aggregator replicas that the agent and the relay both make. It lives beside the wire
 //! contract because it is the other thing the sides share; it holds no domain logic.
 
+pub mod certs;
 pub mod upstream;
 
 /// Log output format (`--log-format`).

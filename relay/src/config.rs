@@ -10,7 +10,6 @@ use std::time::Duration;
 use clap::Parser;
 use kubepulse_model::duration::parse_duration;
 use kubepulse_relay_core::HubConfig;
-use kubepulse_shell::upstream::split_host_port;
 
 use crate::telemetry::LogFormat;
 
@@ -257,33 +256,16 @@ impl Config {
         if self.max_message_bytes < 1024 {
             problems.push("--max-message-bytes must be at least 1024".to_owned());
         }
-        if self.aggregator_service.is_none() && self.aggregator_endpoints.is_empty() {
-            problems.push("give --aggregator-service or --aggregator-endpoints".to_owned());
+        kubepulse_shell::upstream::AggregatorFlags {
+            service: self.aggregator_service.as_ref(),
+            endpoints: &self.aggregator_endpoints,
+            plaintext: self.aggregator_plaintext,
+            ca_file: self.aggregator_ca_file.as_deref(),
+            resolve_interval: self.aggregator_resolve_interval,
         }
-        for e in self
-            .aggregator_service
-            .iter()
-            .chain(&self.aggregator_endpoints)
-        {
-            if split_host_port(e).is_none() {
-                problems.push(format!("aggregator address {e:?} is not host:port"));
-            }
-        }
-        if self.aggregator_plaintext && self.aggregator_ca_file.is_some() {
-            problems
-                .push("--aggregator-ca-file has no effect with --aggregator-plaintext".to_owned());
-        }
-        if let Some(ca) = self.aggregator_ca_file.as_ref().filter(|ca| !ca.is_file()) {
-            problems.push(format!(
-                "--aggregator-ca-file {}: no such file",
-                ca.display()
-            ));
-        }
+        .check(&mut problems);
         if self.max_backoff < Duration::from_millis(100) {
             problems.push("--max-backoff must be at least 100ms".to_owned());
-        }
-        if self.aggregator_resolve_interval < Duration::from_secs(1) {
-            problems.push("--aggregator-resolve-interval must be at least 1s".to_owned());
         }
         if self.batch_interval.is_zero() || self.batch_interval > Duration::from_secs(1) {
             problems.push("--batch-interval must be positive and at most 1s".to_owned());

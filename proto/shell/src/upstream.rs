@@ -139,6 +139,48 @@ impl Drop for AbortOnDrop {
     }
 }
 
+/// The flags naming the aggregator replicas and how to reach them, as the agent and the relay
+/// both take them.
+pub struct AggregatorFlags<'a> {
+    /// `--aggregator-service`.
+    pub service: Option<&'a String>,
+    /// `--aggregator-endpoints`.
+    pub endpoints: &'a [String],
+    /// `--aggregator-plaintext`.
+    pub plaintext: bool,
+    /// `--aggregator-ca-file`.
+    pub ca_file: Option<&'a std::path::Path>,
+    /// `--aggregator-resolve-interval`.
+    pub resolve_interval: std::time::Duration,
+}
+
+impl AggregatorFlags<'_> {
+    /// Appends what is wrong with these flags to `problems`.
+    pub fn check(&self, problems: &mut Vec<String>) {
+        if self.service.is_none() && self.endpoints.is_empty() {
+            problems.push("give --aggregator-service or --aggregator-endpoints".to_owned());
+        }
+        for e in self.service.into_iter().chain(self.endpoints) {
+            if split_host_port(e).is_none() {
+                problems.push(format!("aggregator address {e:?} is not host:port"));
+            }
+        }
+        if self.plaintext && self.ca_file.is_some() {
+            problems
+                .push("--aggregator-ca-file has no effect with --aggregator-plaintext".to_owned());
+        }
+        if let Some(ca) = self.ca_file.filter(|ca| !ca.is_file()) {
+            problems.push(format!(
+                "--aggregator-ca-file {}: no such file",
+                ca.display()
+            ));
+        }
+        if self.resolve_interval < std::time::Duration::from_secs(1) {
+            problems.push("--aggregator-resolve-interval must be at least 1s".to_owned());
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

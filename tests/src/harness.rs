@@ -433,3 +433,42 @@ where
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// A pod's namespace and name.
+pub type PodId = (String, String);
+
+/// Served usage per pod, per container: (CPU nanocores, memory bytes).
+pub type PodUsages =
+    std::collections::BTreeMap<PodId, std::collections::BTreeMap<String, (u64, u64)>>;
+
+/// The usage a `PodMetricsList` (JSON) serves; a pod listed twice is an error.
+pub fn pod_usages(list: &serde_json::Value) -> anyhow::Result<PodUsages> {
+    use kubepulse_aggregator_core::quantity::{parse_cpu, parse_memory};
+    let mut out = PodUsages::new();
+    for item in list["items"].as_array().unwrap_or(&Vec::new()) {
+        let id = (
+            item["metadata"]["namespace"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned(),
+            item["metadata"]["name"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned(),
+        );
+        let mut containers = std::collections::BTreeMap::new();
+        for c in item["containers"].as_array().unwrap_or(&Vec::new()) {
+            let cpu = parse_cpu(c["usage"]["cpu"].as_str().unwrap_or_default())?;
+            let mem = parse_memory(c["usage"]["memory"].as_str().unwrap_or_default())?;
+            containers.insert(
+                c["name"].as_str().unwrap_or_default().to_owned(),
+                (cpu, mem),
+            );
+        }
+        anyhow::ensure!(
+            out.insert(id.clone(), containers).is_none(),
+            "pod {id:?} served twice"
+        );
+    }
+    Ok(out)
+}

@@ -6,14 +6,12 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use kubepulse_aggregator_core::quantity::{parse_cpu, parse_memory};
-use kubepulse_tests::harness::{Cluster, ClusterOptions, eventually};
+use kubepulse_tests::harness::{Cluster, ClusterOptions, PodId, eventually, pod_usages};
 use kubepulse_tests::sim::Target;
 use serde_json::Value;
 
 const PODS: &str = "/apis/metrics.k8s.io/v1beta1/pods";
 const NODES: &str = "/apis/metrics.k8s.io/v1beta1/nodes";
-
-type PodId = (String, String);
 
 /// (namespace, pod) → container → (cpu nanocores, memory bytes), per the ground truth.
 fn truth(
@@ -53,33 +51,7 @@ async fn served_pods(
 ) -> anyhow::Result<BTreeMap<PodId, BTreeMap<String, (u64, u64)>>> {
     let (code, list) = cluster.get_json(replica, PODS).await?;
     anyhow::ensure!(code == 200, "GET {PODS}: {code} {list}");
-    let mut out = BTreeMap::new();
-    for item in list["items"].as_array().unwrap_or(&Vec::new()) {
-        let id = (
-            item["metadata"]["namespace"]
-                .as_str()
-                .unwrap_or_default()
-                .to_owned(),
-            item["metadata"]["name"]
-                .as_str()
-                .unwrap_or_default()
-                .to_owned(),
-        );
-        let mut containers = BTreeMap::new();
-        for c in item["containers"].as_array().unwrap_or(&Vec::new()) {
-            let cpu = parse_cpu(c["usage"]["cpu"].as_str().unwrap_or_default())?;
-            let mem = parse_memory(c["usage"]["memory"].as_str().unwrap_or_default())?;
-            containers.insert(
-                c["name"].as_str().unwrap_or_default().to_owned(),
-                (cpu, mem),
-            );
-        }
-        anyhow::ensure!(
-            out.insert(id.clone(), containers).is_none(),
-            "pod {id:?} served twice"
-        );
-    }
-    Ok(out)
+    pod_usages(&list)
 }
 
 fn within_1pct(served: u64, truth: u64) -> bool {

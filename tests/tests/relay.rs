@@ -13,7 +13,6 @@
 //!   RESOURCE_EXHAUSTED while the relay's other links go on; `Relay` on a relay is
 //!   UNIMPLEMENTED.
 
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
@@ -22,9 +21,10 @@ use bytes::Bytes;
 use clap::Parser as _;
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::TokioIo;
-use kubepulse_aggregator_core::quantity::{parse_cpu, parse_memory};
 use kubepulse_tests::certs::Ca;
-use kubepulse_tests::harness::{Cluster, ClusterOptions, GrpcTls, eventually, https_get};
+use kubepulse_tests::harness::{
+    Cluster, ClusterOptions, GrpcTls, PodUsages, eventually, https_get, pod_usages,
+};
 use kubepulse_tests::raw_agent::{self, Reply};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -159,41 +159,14 @@ fn metric(text: &str, series: &str) -> u64 {
         .unwrap_or_else(|| panic!("no series {series} in\n{text}")) as u64
 }
 
-type Pods = BTreeMap<(String, String), BTreeMap<String, (u64, u64)>>;
+type Pods = PodUsages;
 
 /// What a replica serves: (namespace, pod) → container → (cpu, memory); a pod served twice
 /// is an error.
 async fn served_pods(https: SocketAddr, ca_file: &Path) -> anyhow::Result<Pods> {
     let (code, body) = https_get(https, ca_file, PODS, None).await?;
     anyhow::ensure!(code == 200, "GET {PODS}: {code}");
-    let list: serde_json::Value = serde_json::from_slice(&body)?;
-    let mut out = BTreeMap::new();
-    for item in list["items"].as_array().unwrap_or(&Vec::new()) {
-        let id = (
-            item["metadata"]["namespace"]
-                .as_str()
-                .unwrap_or_default()
-                .to_owned(),
-            item["metadata"]["name"]
-                .as_str()
-                .unwrap_or_default()
-                .to_owned(),
-        );
-        let mut containers = BTreeMap::new();
-        for c in item["containers"].as_array().unwrap_or(&Vec::new()) {
-            let cpu = parse_cpu(c["usage"]["cpu"].as_str().unwrap_or_default())?;
-            let mem = parse_memory(c["usage"]["memory"].as_str().unwrap_or_default())?;
-            containers.insert(
-                c["name"].as_str().unwrap_or_default().to_owned(),
-                (cpu, mem),
-            );
-        }
-        anyhow::ensure!(
-            out.insert(id.clone(), containers).is_none(),
-            "pod {id:?} served twice"
-        );
-    }
-    Ok(out)
+    pod_usages(&serde_json::from_slice(&body)?)
 }
 
 /// The fleet's ground truth, in the shape of [`served_pods`].

@@ -41,9 +41,6 @@ use kubepulse_proto::v1::ingest_server::IngestServer;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch as signal};
 
-/// The HTTP/2 stream window of the gRPC ingest server (the HTTP/2 default, 64 KiB − 1).
-const GRPC_STREAM_WINDOW: u32 = 65_535;
-
 pub use config::Config;
 
 /// The two listening sockets.
@@ -170,22 +167,8 @@ pub async fn run(
     }
     let ingest =
         IngestServer::new(ingest_service).max_decoding_message_size(config.max_message_bytes);
-    // A stream's flow-control window sized for small delta messages: what h2 may buffer for a
-    // stream while its task waits for the writer. hyper's default (1 MiB) let 10,000 stalled
-    // one-stream connections hold 10 GiB; a larger message (a snapshot up to
-    // --max-message-bytes) still arrives, in window-sized steps. The connection window stays
-    // hyper's 1 MiB, shared by the streams of a multiplexed connection.
-    let mut grpc = tonic::transport::Server::builder()
-        .http2_keepalive_interval(Some(std::time::Duration::from_secs(20)))
-        .initial_stream_window_size(Some(GRPC_STREAM_WINDOW))
-        .tcp_nodelay(true);
-    if !config.grpc_plaintext {
-        grpc = grpc
-            .tls_config(tonic::transport::ServerTlsConfig::new().identity(
-                tonic::transport::Identity::from_pem(&pair.cert_pem, &pair.key_pem),
-            ))
-            .context("gRPC TLS")?;
-    }
+    let mut grpc = kubepulse_shell::grpc::ingest_server((!config.grpc_plaintext).then_some(&pair))
+        .context("gRPC TLS")?;
     let incoming = tokio_stream::wrappers::TcpListenerStream::new(listeners.grpc);
     let grpc_task = tokio::spawn(
         grpc.add_service(ingest)

@@ -37,10 +37,6 @@ use tokio::sync::{mpsc, watch};
 
 pub use config::Config;
 
-/// The HTTP/2 stream window of the agents' streams (the HTTP/2 default, 64 KiB − 1): what h2
-/// buffers for one agent while its task waits for the hub.
-const GRPC_STREAM_WINDOW: u32 = 65_535;
-
 /// Messages that may wait for the hub (agents' messages, replicas' replies).
 const HUB_QUEUE: usize = 4096;
 
@@ -116,17 +112,7 @@ pub async fn run(
 
     let service = ingest::RelayService::new(hub_tx.clone(), config.hello_timeout);
     let ingest = IngestServer::new(service).max_decoding_message_size(config.max_message_bytes);
-    let mut grpc = tonic::transport::Server::builder()
-        .http2_keepalive_interval(Some(Duration::from_secs(20)))
-        .initial_stream_window_size(Some(GRPC_STREAM_WINDOW))
-        .tcp_nodelay(true);
-    if let Some(pair) = &serving {
-        grpc = grpc
-            .tls_config(tonic::transport::ServerTlsConfig::new().identity(
-                tonic::transport::Identity::from_pem(&pair.cert_pem, &pair.key_pem),
-            ))
-            .context("gRPC TLS")?;
-    }
+    let mut grpc = kubepulse_shell::grpc::ingest_server(serving.as_ref()).context("gRPC TLS")?;
     let incoming = tokio_stream::wrappers::TcpListenerStream::new(listeners.grpc);
     let grpc_task = tokio::spawn(
         grpc.add_service(ingest)

@@ -4,6 +4,7 @@
 //! contract because it is the other thing the sides share; it holds no domain logic.
 
 pub mod certs;
+pub mod grpc;
 pub mod upstream;
 
 /// Log output format (`--log-format`).

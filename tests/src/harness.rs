@@ -125,6 +125,26 @@ pub struct Cluster {
 }
 
 impl Cluster {
+    /// The fleet's ground truth in the shape of [`pod_usages`]: (namespace, pod) → container
+    /// → (CPU nanocores, memory bytes), for every node or only `node`.
+    pub fn truth(&self, node: Option<&str>) -> PodUsages {
+        let fleet = self.fleet.fleet.lock().unwrap_or_else(|e| e.into_inner());
+        fleet
+            .nodes
+            .iter()
+            .filter(|n| node.is_none_or(|f| f == n.name))
+            .flat_map(|n| &n.pods)
+            .map(|p| {
+                let containers = p
+                    .containers
+                    .iter()
+                    .map(|c| (c.name.clone(), (c.cpu_nanocores, c.memory_bytes)))
+                    .collect();
+                ((p.namespace.clone(), p.name.clone()), containers)
+            })
+            .collect()
+    }
+
     /// Starts the fleet, every replica, then one agent per node. Logs of every component go
     /// to the test's output (shown when a test fails); `RUST_LOG` overrides the level.
     pub async fn start(options: ClusterOptions) -> anyhow::Result<Self> {

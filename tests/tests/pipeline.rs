@@ -13,28 +13,6 @@ use serde_json::Value;
 const PODS: &str = "/apis/metrics.k8s.io/v1beta1/pods";
 const NODES: &str = "/apis/metrics.k8s.io/v1beta1/nodes";
 
-/// (namespace, pod) → container → (cpu nanocores, memory bytes), per the ground truth.
-fn truth(
-    cluster: &Cluster,
-    node_filter: Option<&str>,
-) -> BTreeMap<PodId, BTreeMap<String, (u64, u64)>> {
-    let fleet = cluster.fleet.fleet.lock().unwrap();
-    fleet
-        .nodes
-        .iter()
-        .filter(|n| node_filter.is_none_or(|f| f == n.name))
-        .flat_map(|n| &n.pods)
-        .map(|p| {
-            let containers = p
-                .containers
-                .iter()
-                .map(|c| (c.name.clone(), (c.cpu_nanocores, c.memory_bytes)))
-                .collect();
-            ((p.namespace.clone(), p.name.clone()), containers)
-        })
-        .collect()
-}
-
 fn node_truth(cluster: &Cluster) -> BTreeMap<String, (u64, u64)> {
     let fleet = cluster.fleet.fleet.lock().unwrap();
     fleet
@@ -116,7 +94,7 @@ async fn wait_whole(cluster: &Cluster, replica: usize, timeout: Duration) -> any
         "the replica to serve every node and pod",
         || async {
             let served = served_pods(cluster, replica).await?;
-            let truth = truth(cluster, None);
+            let truth = cluster.truth(None);
             if served.keys().collect::<Vec<_>>() != truth.keys().collect::<Vec<_>>() {
                 anyhow::bail!("{} pods served, {} in the fleet", served.len(), truth.len());
             }
@@ -194,7 +172,8 @@ async fn served_usage_matches_ground_truth_on_both_replicas() -> anyhow::Result<
 async fn restarted_agent_resyncs_without_duplicate_or_lost_pods() -> anyhow::Result<()> {
     let mut cluster = Cluster::start(ClusterOptions::default()).await?;
     wait_whole(&cluster, 0, Duration::from_secs(30)).await?;
-    let node0: BTreeSet<PodId> = truth(&cluster, Some(&cluster.fleet.nodes[0].name.clone()))
+    let node0: BTreeSet<PodId> = cluster
+        .truth(Some(&cluster.fleet.nodes[0].name.clone()))
         .into_keys()
         .collect();
     cluster.stop_agent(0).await;
@@ -246,7 +225,7 @@ async fn node_that_stops_reporting_disappears_after_its_ttl() -> anyhow::Result<
     .await?;
     wait_whole(&cluster, 0, Duration::from_secs(30)).await?;
     let node = cluster.fleet.nodes[2].name.clone();
-    let pods: BTreeSet<PodId> = truth(&cluster, Some(&node)).into_keys().collect();
+    let pods: BTreeSet<PodId> = cluster.truth(Some(&node)).into_keys().collect();
     cluster.stop_agent(2).await;
     let stopped = Instant::now();
     // last good values are served until the TTL…
@@ -386,7 +365,7 @@ async fn restarts_and_counter_resets_never_spike() -> anyhow::Result<()> {
     })
     .await?;
     wait_whole(&cluster, 0, Duration::from_secs(30)).await?;
-    let pods: Vec<PodId> = truth(&cluster, None).into_keys().collect();
+    let pods: Vec<PodId> = cluster.truth(None).into_keys().collect();
     let (ns0, pod0) = &pods[0];
     let (ns1, pod1) = &pods[1];
     cluster
@@ -405,7 +384,7 @@ async fn restarts_and_counter_resets_never_spike() -> anyhow::Result<()> {
     let mut absent = 0;
     while Instant::now() < deadline {
         let served = served_pods(&cluster, 0).await?;
-        check_values(&served, &truth(&cluster, None))?;
+        check_values(&served, &cluster.truth(None))?;
         absent += pods.iter().filter(|p| !served.contains_key(*p)).count();
         tokio::time::sleep(Duration::from_millis(100)).await;
     }

@@ -159,32 +159,12 @@ fn metric(text: &str, series: &str) -> u64 {
         .unwrap_or_else(|| panic!("no series {series} in\n{text}")) as u64
 }
 
-type Pods = PodUsages;
-
 /// What a replica serves: (namespace, pod) → container → (cpu, memory); a pod served twice
 /// is an error.
-async fn served_pods(https: SocketAddr, ca_file: &Path) -> anyhow::Result<Pods> {
+async fn served_pods(https: SocketAddr, ca_file: &Path) -> anyhow::Result<PodUsages> {
     let (code, body) = https_get(https, ca_file, PODS, None).await?;
     anyhow::ensure!(code == 200, "GET {PODS}: {code}");
     pod_usages(&serde_json::from_slice(&body)?)
-}
-
-/// The fleet's ground truth, in the shape of [`served_pods`].
-fn truth(cluster: &Cluster) -> Pods {
-    let fleet = cluster.fleet.fleet.lock().unwrap();
-    fleet
-        .nodes
-        .iter()
-        .flat_map(|n| &n.pods)
-        .map(|p| {
-            let containers = p
-                .containers
-                .iter()
-                .map(|c| (c.name.clone(), (c.cpu_nanocores, c.memory_bytes)))
-                .collect();
-            ((p.namespace.clone(), p.name.clone()), containers)
-        })
-        .collect()
 }
 
 /// Waits until the replica at `https` serves exactly the fleet's pods (CPU within 1%, memory
@@ -197,7 +177,7 @@ async fn wait_whole(
 ) -> anyhow::Result<()> {
     eventually(Duration::from_secs(30), what, || async {
         let served = served_pods(https, ca_file).await?;
-        let truth = truth(cluster);
+        let truth = cluster.truth(None);
         anyhow::ensure!(
             served.keys().eq(truth.keys()),
             "{} pods served, {} in the fleet",

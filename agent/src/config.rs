@@ -184,6 +184,18 @@ impl Config {
             .unwrap_or(&self.node_name)
     }
 
+    /// The flags naming the aggregator replicas and how to reach them.
+    pub fn aggregator_flags(&self) -> kubepulse_shell::upstream::AggregatorFlags<'_> {
+        kubepulse_shell::upstream::AggregatorFlags {
+            service: self.aggregator_service.as_ref(),
+            endpoints: &self.aggregator_endpoints,
+            plaintext: self.aggregator_plaintext,
+            ca_file: self.aggregator_ca_file.as_deref(),
+            tls_server_name: self.aggregator_tls_server_name.as_deref(),
+            resolve_interval: self.aggregator_resolve_interval,
+        }
+    }
+
     /// Every problem with the configuration, or `Ok`.
     pub fn validate(&self) -> Result<(), Vec<String>> {
         let mut problems = Vec::new();
@@ -228,14 +240,7 @@ impl Config {
         if self.kubelet_max_response_bytes < 1024 {
             problems.push("--kubelet-max-response-bytes must be at least 1024".to_owned());
         }
-        kubepulse_shell::upstream::AggregatorFlags {
-            service: self.aggregator_service.as_ref(),
-            endpoints: &self.aggregator_endpoints,
-            plaintext: self.aggregator_plaintext,
-            ca_file: self.aggregator_ca_file.as_deref(),
-            resolve_interval: self.aggregator_resolve_interval,
-        }
-        .check(&mut problems);
+        self.aggregator_flags().check(&mut problems);
         if self.heartbeat_interval.is_zero() || self.max_backoff < Duration::from_millis(100) {
             problems.push(
                 "--heartbeat-interval must be positive and --max-backoff at least 100ms".to_owned(),

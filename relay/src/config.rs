@@ -211,6 +211,18 @@ impl Config {
         }
     }
 
+    /// The flags naming the aggregator replicas and how to reach them.
+    pub fn aggregator_flags(&self) -> kubepulse_shell::upstream::AggregatorFlags<'_> {
+        kubepulse_shell::upstream::AggregatorFlags {
+            service: self.aggregator_service.as_ref(),
+            endpoints: &self.aggregator_endpoints,
+            plaintext: self.aggregator_plaintext,
+            ca_file: self.aggregator_ca_file.as_deref(),
+            tls_server_name: self.aggregator_tls_server_name.as_deref(),
+            resolve_interval: self.aggregator_resolve_interval,
+        }
+    }
+
     /// Every problem with the configuration, or `Ok`.
     pub fn validate(&self) -> Result<(), Vec<String>> {
         let mut problems = Vec::new();
@@ -256,14 +268,7 @@ impl Config {
         if self.max_message_bytes < 1024 {
             problems.push("--max-message-bytes must be at least 1024".to_owned());
         }
-        kubepulse_shell::upstream::AggregatorFlags {
-            service: self.aggregator_service.as_ref(),
-            endpoints: &self.aggregator_endpoints,
-            plaintext: self.aggregator_plaintext,
-            ca_file: self.aggregator_ca_file.as_deref(),
-            resolve_interval: self.aggregator_resolve_interval,
-        }
-        .check(&mut problems);
+        self.aggregator_flags().check(&mut problems);
         if self.max_backoff < Duration::from_millis(100) {
             problems.push("--max-backoff must be at least 100ms".to_owned());
         }

@@ -35,14 +35,10 @@ pub struct UpstreamSettings {
 impl UpstreamSettings {
     /// Settings from the configuration (reads the aggregator CA bundle).
     pub fn new(config: &Config) -> anyhow::Result<Self> {
-        let tls = upstream::client_tls(
-            config.aggregator_plaintext,
-            config.aggregator_ca_file.as_deref(),
-            "--aggregator-ca-file",
-            config.aggregator_tls_server_name.as_deref(),
-            config.aggregator_service.as_deref(),
-        )
-        .map_err(anyhow::Error::msg)?;
+        let tls = config
+            .aggregator_flags()
+            .client_tls()
+            .map_err(anyhow::Error::msg)?;
         Ok(Self {
             tls,
             max_backoff: config.max_backoff,

@@ -150,11 +150,24 @@ pub struct AggregatorFlags<'a> {
     pub plaintext: bool,
     /// `--aggregator-ca-file`.
     pub ca_file: Option<&'a std::path::Path>,
+    /// `--aggregator-tls-server-name`.
+    pub tls_server_name: Option<&'a str>,
     /// `--aggregator-resolve-interval`.
     pub resolve_interval: std::time::Duration,
 }
 
 impl AggregatorFlags<'_> {
+    /// The client TLS these flags ask for ([`client_tls`]; `None`: plaintext).
+    pub fn client_tls(&self) -> Result<Option<ClientTlsConfig>, String> {
+        client_tls(
+            self.plaintext,
+            self.ca_file,
+            "--aggregator-ca-file",
+            self.tls_server_name,
+            self.service.map(String::as_str),
+        )
+    }
+
     /// Appends what is wrong with these flags to `problems`.
     pub fn check(&self, problems: &mut Vec<String>) {
         if self.service.is_none() && self.endpoints.is_empty() {

@@ -150,10 +150,7 @@ impl Ingest for IngestService {
         &self,
         request: Request<Streaming<v1::AgentMessage>>,
     ) -> Result<Response<Self::ReportStream>, Status> {
-        let remote = request
-            .remote_addr()
-            .map(|a| a.to_string())
-            .unwrap_or_default();
+        let remote = kubepulse_shell::grpc::remote(&request);
         let accepted = self.accept(request.into_inner(), &remote).await;
         // bounds and identity report their refusals themselves (`telemetry::stream_limited`)
         if let Err(status) = &accepted
@@ -176,10 +173,7 @@ impl Ingest for IngestService {
         &self,
         request: Request<Streaming<v1::RelayBatch>>,
     ) -> Result<Response<Self::RelayStream>, Status> {
-        let remote = request
-            .remote_addr()
-            .map(|a| a.to_string())
-            .unwrap_or_default();
+        let remote = kubepulse_shell::grpc::remote(&request);
         Ok(Response::new(
             self.accept_relay(request.into_inner(), remote),
         ))

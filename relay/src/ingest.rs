@@ -50,10 +50,7 @@ impl Ingest for RelayService {
         &self,
         request: Request<Streaming<v1::AgentMessage>>,
     ) -> Result<Response<Self::ReportStream>, Status> {
-        let remote = request
-            .remote_addr()
-            .map(|a| a.to_string())
-            .unwrap_or_default();
+        let remote = kubepulse_shell::grpc::remote(&request);
         self.accept(request.into_inner(), &remote).await
     }
 

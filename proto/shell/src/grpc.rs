@@ -28,3 +28,11 @@ pub fn ingest_server(
         None => Ok(grpc),
     }
 }
+
+/// The peer of a request as text (for logs), empty when the transport does not know it.
+pub fn remote<T>(request: &tonic::Request<T>) -> String {
+    request
+        .remote_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_default()
+}

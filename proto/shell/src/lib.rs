@@ -3,7 +3,9 @@
 //! the aggregator replicas that the agent and the relay both make. It lives beside the wire
 //! contract because it is the other thing the sides share; it holds no domain logic.
 
+#[cfg(feature = "certs")]
 pub mod certs;
+#[cfg(feature = "certs")]
 pub mod grpc;
 pub mod upstream;
 

@@ -225,7 +225,12 @@ impl IngestService {
         let info = StreamInfo {
             epoch: Epoch(hello.epoch),
             poll_interval: Duration::from_millis(u64::from(hello.poll_interval_ms)),
-            agent_version: hello.agent_version.chars().take(64).collect(),
+            agent_version: hello
+                .agent_version
+                .chars()
+                .take(64)
+                .collect::<String>()
+                .into(),
         };
         let open = WriterMsg::Open {
             node: node.clone(),

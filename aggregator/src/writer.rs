@@ -208,7 +208,7 @@ fn handle(
         }
         WriterMsg::Close { node, stream } => {
             resync.remove(&stream);
-            store.close_stream(&node, stream);
+            store.close_stream(&node, stream, now);
         }
         WriterMsg::Batch(msgs) => {
             for msg in msgs {

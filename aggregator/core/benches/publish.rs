@@ -65,7 +65,7 @@ impl Fleet {
                 StreamInfo {
                     epoch: Epoch(1),
                     poll_interval: Duration::from_secs(15),
-                    agent_version: String::new(),
+                    agent_version: "".into(),
                 },
                 now,
             );

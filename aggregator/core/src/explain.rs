@@ -687,7 +687,7 @@ fn stream_state(scope: &Scope<'_>, node: &NodeName) -> Option<StreamState> {
             .map(|at| now.saturating_duration_since(at)),
         ttl: entry.ttl,
         poll_interval: entry.info.poll_interval,
-        agent_version: entry.info.agent_version.clone(),
+        agent_version: entry.info.agent_version.to_string(),
         kubelet_ok: entry.scrape.ok,
         kubelet_error: entry.scrape.error.clone(),
         decode_issues: entry.scrape.decode_issues,

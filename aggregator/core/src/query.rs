@@ -163,7 +163,7 @@ pub fn for_each_pod(
 
 /// A pod in the merge heap; ordering is by pod key and node only.
 #[derive(Clone, Copy)]
-struct Ptr<'a>(&'a PodUsage);
+struct Ptr<'a>(PodUsage<'a>);
 
 impl PartialEq for Ptr<'_> {
     fn eq(&self, _: &Self) -> bool {
@@ -223,7 +223,7 @@ fn servable<'m>(
     (pm.running && pm.node.as_ref().is_none_or(|n| n == node)).then_some(pm)
 }
 
-fn pod_metrics(key: &PodKey, labels: &Labels, pod: &PodUsage) -> Option<PodMetrics> {
+fn pod_metrics(key: &PodKey, labels: &Labels, pod: PodUsage<'_>) -> Option<PodMetrics> {
     let (timestamp, window) = pod.timestamp_window()?;
     Some(PodMetrics {
         key: key.clone(),

@@ -16,14 +16,11 @@
 //! poll intervals, at least 30 s) — agent gone, stream cut, kubelet failing — the node's data
 //! is dropped; until then the last good values are served with their real kubelet timestamps.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use kubepulse_model::{
-    ApplyError, ContainerName, Delta, Epoch, Namespace, NodeChange, NodeName, NodeView, PodKey,
-    Sample, Timestamp, Window,
-};
+use kubepulse_model::{ApplyError, Delta, Epoch, Namespace, NodeName, NodeView};
 
 /// Identifies one ingest stream (unique within the process).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -55,7 +52,7 @@ pub struct StreamInfo {
     /// How often the agent reads its kubelet.
     pub poll_interval: Duration,
     /// The agent's version string.
-    pub agent_version: String,
+    pub agent_version: Arc<str>,
 }
 
 /// The agent's last kubelet read.
@@ -170,6 +167,8 @@ impl ClusterView {
 /// What only the writer needs about a node (its [`NodeEntry`] is in the view).
 struct Slot {
     owner: Option<StreamId>,
+    /// When [`ClusterStore::evict_stale`] next looks at the node (its key in `checks`).
+    check_at: Instant,
     /// Namespaces the node reports pods in, sorted (what the namespace index holds for it).
     namespaces: Vec<Namespace>,
 }
@@ -181,6 +180,11 @@ pub struct ClusterStore {
     slots: HashMap<NodeName, Slot>,
     /// The live maps, updated in place; [`ClusterStore::publish`] hands out clones.
     view: ClusterView,
+    /// Every node once, by when its expiry must next be looked at: no later than the first
+    /// instant at which it could expire or be forgotten if nothing more arrived. Updates only
+    /// push that instant later, so they leave the queue alone; a node looked at too early is
+    /// queued again for its real deadline.
+    checks: BTreeSet<(Instant, NodeName)>,
 }
 
 impl ClusterStore {
@@ -190,6 +194,7 @@ impl ClusterStore {
             config,
             slots: HashMap::new(),
             view: ClusterView::default(),
+            checks: BTreeSet::new(),
         }
     }
 
@@ -231,13 +236,14 @@ impl ClusterStore {
                 self.view.nodes.insert(node.clone(), Arc::new(entry));
             }
         }
-        self.slots
-            .entry(node)
-            .or_insert_with(|| Slot {
-                owner: None,
-                namespaces: Vec::new(),
-            })
-            .owner = Some(stream);
+        let slot = self.slots.entry(node.clone()).or_insert_with(|| Slot {
+            owner: None,
+            check_at: now,
+            namespaces: Vec::new(),
+        });
+        slot.owner = Some(stream);
+        // the TTL may have shrunk: look again soon
+        reschedule(&mut self.checks, slot, node, now);
     }
 
     /// Applies one update from `stream` for `node`.
@@ -311,7 +317,7 @@ impl ClusterStore {
     }
 
     /// The stream ended. Its data is kept (and served) until the TTL.
-    pub fn close_stream(&mut self, node: &NodeName, stream: StreamId) {
+    pub fn close_stream(&mut self, node: &NodeName, stream: StreamId, now: Instant) {
         if let Some(slot) = self
             .slots
             .get_mut(node)
@@ -321,53 +327,71 @@ impl ClusterStore {
             if let Some(entry) = self.view.nodes.get_mut(node) {
                 Arc::make_mut(entry).connected = false;
             }
+            // a node without data is forgotten once no stream reports for it
+            reschedule(&mut self.checks, slot, node.clone(), now);
         }
     }
 
     /// Drops data older than each node's TTL; forgets nodes that have neither data nor a
-    /// stream. Returns the nodes whose data expired now.
+    /// stream. Returns the nodes whose data expired now, sorted.
     ///
-    /// Reads every node (without copying anything) and changes only those that expire or are
-    /// forgotten.
+    /// Looks only at the nodes whose deadline has passed (a queue, not a scan of every node)
+    /// and changes only those that expire or are forgotten.
     pub fn evict_stale(&mut self, now: Instant) -> Vec<NodeName> {
         let mut expired = Vec::new();
-        let mut forget = Vec::new();
-        for (name, e) in &self.view.nodes {
-            let expires = e.has_data && now.saturating_duration_since(e.fresh_at) > e.ttl;
-            // what the node looks like once expired (`connected` is true while a stream owns it)
-            let expired_at = if expires { Some(now) } else { e.expired_at };
-            let keep = e.connected
-                || (e.has_data && !expires)
-                || expired_at.is_some_and(|at| now.saturating_duration_since(at) < e.ttl);
-            if expires {
-                expired.push(name.clone());
-            }
-            if !keep {
-                forget.push(name.clone());
-            }
-        }
-        for name in &expired {
-            let (Some(entry), Some(slot)) =
-                (self.view.nodes.get_mut(name), self.slots.get_mut(name))
+        while self.checks.first().is_some_and(|(at, _)| *at <= now) {
+            let Some((_, name)) = self.checks.pop_first() else {
+                break;
+            };
+            let (Some(node), Some(slot)) =
+                (self.view.nodes.get_mut(&name), self.slots.get_mut(&name))
             else {
                 continue;
             };
-            let e = Arc::make_mut(entry);
-            e.view = Arc::default();
-            e.has_data = false;
-            e.expired_at = Some(now);
-            reindex(
-                &mut self.view.namespaces,
-                name,
-                &mut slot.namespaces,
-                &e.view,
-            );
+            let e: &NodeEntry = node;
+            let due = due(e, now);
+            if due.expires {
+                let e = Arc::make_mut(node);
+                e.view = Arc::default();
+                e.has_data = false;
+                e.expired_at = Some(now);
+                reindex(
+                    &mut self.view.namespaces,
+                    &name,
+                    &mut slot.namespaces,
+                    &e.view,
+                );
+                expired.push(name.clone());
+            }
+            if !due.keep {
+                self.view.nodes.remove(&name);
+                self.slots.remove(&name);
+                continue;
+            }
+            let e: &NodeEntry = node;
+            slot.check_at = next_check(e, now);
+            self.checks.insert((slot.check_at, name));
         }
-        for name in &forget {
-            self.view.nodes.remove(name);
-            self.slots.remove(name);
-        }
+        expired.sort_unstable();
         expired
+    }
+
+    /// What a scan of every node would expire and forget at `now` (the reference
+    /// [`ClusterStore::evict_stale`] is tested against).
+    #[cfg(test)]
+    fn due_by_scan(&self, now: Instant) -> (Vec<NodeName>, Vec<NodeName>) {
+        let mut expired = Vec::new();
+        let mut forget = Vec::new();
+        for (name, e) in &self.view.nodes {
+            let due = due(e, now);
+            if due.expires {
+                expired.push(name.clone());
+            }
+            if !due.keep {
+                forget.push(name.clone());
+            }
+        }
+        (expired, forget)
     }
 
     /// The current view for readers: a clone of the live maps' roots, O(1).
@@ -384,6 +408,51 @@ impl ClusterStore {
     pub fn is_empty(&self) -> bool {
         self.slots.is_empty()
     }
+}
+
+/// What happens to a node at `now` if nothing more arrives.
+struct Due {
+    /// Its data expires now.
+    expires: bool,
+    /// It is kept (not forgotten).
+    keep: bool,
+}
+
+fn due(e: &NodeEntry, now: Instant) -> Due {
+    let expires = e.has_data && now.saturating_duration_since(e.fresh_at) > e.ttl;
+    // what the node looks like once expired (`connected` is true while a stream owns it)
+    let expired_at = if expires { Some(now) } else { e.expired_at };
+    let keep = e.connected
+        || (e.has_data && !expires)
+        || expired_at.is_some_and(|at| now.saturating_duration_since(at) < e.ttl);
+    Due { expires, keep }
+}
+
+/// The first instant after `now` at which [`due`] could change for a kept node if nothing
+/// more arrived (a connected node without data is looked at again one TTL later).
+fn next_check(e: &NodeEntry, now: Instant) -> Instant {
+    if e.has_data {
+        // expiry is strictly after fresh_at + ttl
+        e.fresh_at + e.ttl + Duration::from_nanos(1)
+    } else {
+        match e.expired_at {
+            Some(at) if !e.connected => at + e.ttl,
+            _ => now + e.ttl,
+        }
+    }
+}
+
+/// Moves `node`'s check in the queue to `at`.
+fn reschedule(
+    checks: &mut BTreeSet<(Instant, NodeName)>,
+    slot: &mut Slot,
+    node: NodeName,
+    at: Instant,
+) {
+    let old = (slot.check_at, node);
+    checks.remove(&old);
+    slot.check_at = at;
+    checks.insert((at, old.1));
 }
 
 /// Brings the namespace index up to date with `node`'s pods.
@@ -425,198 +494,9 @@ fn reindex(
     *held = now;
 }
 
-// === impl NodeUsage ===
+mod usage;
 
-/// One node's usage as the store holds it. The same content as a [`NodeView`], laid out for
-/// a store of many nodes: pods in one vector sorted by namespace and name, each pod's
-/// containers in a small vector sorted by name. (A `BTreeMap` per pod allocates a node with
-/// room for eleven entries for the one to three containers a pod has: ~4× the memory.)
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct NodeUsage {
-    /// The node's own usage, once two usable kubelet samples exist.
-    pub node: Option<Sample>,
-    /// Pods with complete usage.
-    pub pods: PodTable,
-}
-
-/// A node's pods, sorted by namespace and name.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct PodTable(Vec<(PodKey, PodUsage)>);
-
-/// One pod's containers, sorted by name.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct PodUsage(Vec<(ContainerName, Sample)>);
-
-impl PodTable {
-    /// Number of pods.
-    pub fn len(&self) -> usize {
-        self.0.len()
-    }
-
-    /// True without pods.
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-
-    fn position(&self, key: &PodKey) -> Result<usize, usize> {
-        self.0.binary_search_by(|(k, _)| k.cmp(key))
-    }
-
-    /// The pod `key`.
-    pub fn get(&self, key: &PodKey) -> Option<&PodUsage> {
-        self.position(key).ok().map(|i| &self.0[i].1)
-    }
-
-    /// True when the node reports pod `key`.
-    pub fn contains_key(&self, key: &PodKey) -> bool {
-        self.position(key).is_ok()
-    }
-
-    /// Every pod, sorted.
-    pub fn iter(&self) -> impl ExactSizeIterator<Item = (&PodKey, &PodUsage)> + Clone {
-        self.0.iter().map(|(k, p)| (k, p))
-    }
-
-    /// The pods of `namespace` (every pod when `None`), sorted: a binary search, not a scan.
-    pub fn in_namespace<'a>(
-        &'a self,
-        namespace: Option<&str>,
-    ) -> impl ExactSizeIterator<Item = (&'a PodKey, &'a PodUsage)> + Clone {
-        let range = match namespace {
-            None => &self.0[..],
-            Some(ns) => {
-                let from = self.0.partition_point(|(k, _)| k.namespace.as_str() < ns);
-                let to = from + self.0[from..].partition_point(|(k, _)| k.namespace.as_str() == ns);
-                &self.0[from..to]
-            }
-        };
-        range.iter().map(|(k, p)| (k, p))
-    }
-}
-
-impl PodUsage {
-    /// Every container and its sample, sorted by name.
-    pub fn containers(&self) -> impl ExactSizeIterator<Item = (&ContainerName, &Sample)> {
-        self.0.iter().map(|(c, s)| (c, s))
-    }
-
-    /// The pod's timestamp and window: those of the container whose timestamp is earliest
-    /// (as [`kubepulse_model::PodView::timestamp_window`]).
-    pub fn timestamp_window(&self) -> Option<(Timestamp, Window)> {
-        self.0
-            .iter()
-            .map(|(_, s)| s)
-            .min_by_key(|s| s.timestamp)
-            .map(|s| (s.timestamp, s.window))
-    }
-
-    fn upsert(&mut self, name: &ContainerName, sample: Sample) {
-        match self.0.binary_search_by(|(c, _)| c.cmp(name)) {
-            Ok(i) => self.0[i].1 = sample,
-            Err(i) => self.0.insert(i, (name.clone(), sample)),
-        }
-    }
-}
-
-impl NodeUsage {
-    /// Number of containers across all pods.
-    pub fn container_count(&self) -> usize {
-        self.pods.0.iter().map(|(_, p)| p.0.len()).sum()
-    }
-
-    /// The same content as a [`NodeView`].
-    pub fn to_view(&self) -> NodeView {
-        let mut view = NodeView {
-            node: self.node,
-            ..NodeView::default()
-        };
-        for (key, pod) in &self.pods.0 {
-            view.pods.entry(key.clone()).or_default().containers = pod.0.iter().cloned().collect();
-        }
-        view
-    }
-
-    /// Applies `delta` exactly as [`kubepulse_model::apply`] applies it to a [`NodeView`],
-    /// with the same errors. On error the usage may be partly changed; the caller discards it.
-    pub fn apply(&mut self, delta: &Delta) -> Result<(), ApplyError> {
-        match &delta.node {
-            NodeChange::Unchanged => {}
-            NodeChange::Set(s) => self.node = Some(*s),
-            NodeChange::Clear => self.node = None,
-        }
-        let pods = &mut self.pods.0;
-        for key in &delta.pod_removals {
-            match pods.binary_search_by(|(k, _)| k.cmp(key)) {
-                Ok(i) => {
-                    pods.remove(i);
-                }
-                Err(_) => return Err(ApplyError::UnknownPod(key.clone())),
-            }
-        }
-        for (key, c) in &delta.container_removals {
-            let i = pods
-                .binary_search_by(|(k, _)| k.cmp(key))
-                .map_err(|_| ApplyError::UnknownPod(key.clone()))?;
-            let containers = &mut pods[i].1.0;
-            match containers.binary_search_by(|(n, _)| n.cmp(c)) {
-                Ok(j) => {
-                    containers.remove(j);
-                }
-                Err(_) => return Err(ApplyError::UnknownContainer(key.clone(), c.clone())),
-            }
-        }
-        for (key, c, s) in &delta.upserts {
-            let i = match pods.binary_search_by(|(k, _)| k.cmp(key)) {
-                Ok(i) => i,
-                Err(i) => {
-                    pods.insert(i, (key.clone(), PodUsage::default()));
-                    i
-                }
-            };
-            pods[i].1.upsert(c, *s);
-        }
-        for (key, _) in &delta.container_removals {
-            if self.pods.get(key).is_some_and(|p| p.0.is_empty()) {
-                return Err(ApplyError::EmptyPod(key.clone()));
-            }
-        }
-        Ok(())
-    }
-}
-
-impl From<NodeView> for NodeUsage {
-    fn from(view: NodeView) -> Self {
-        Self {
-            node: view.node,
-            pods: PodTable(
-                view.pods
-                    .into_iter()
-                    .map(|(k, p)| (k, PodUsage(p.containers.into_iter().collect())))
-                    .collect(),
-            ),
-        }
-    }
-}
-
-impl PartialEq<NodeView> for NodeUsage {
-    fn eq(&self, other: &NodeView) -> bool {
-        self.node == other.node
-            && self.pods.len() == other.pods.len()
-            && self
-                .pods
-                .0
-                .iter()
-                .zip(&other.pods)
-                .all(|((k, p), (ok, op))| {
-                    k == ok
-                        && p.0.len() == op.containers.len()
-                        && p.0
-                            .iter()
-                            .zip(&op.containers)
-                            .all(|((c, s), (oc, os))| c == oc && s == os)
-                })
-    }
-}
+pub use usage::{NodeUsage, PodTable, PodUsage};
 
 #[cfg(test)]
 mod tests;

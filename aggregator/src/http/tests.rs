@@ -38,7 +38,7 @@ fn state() -> AppState {
         StreamInfo {
             epoch: Epoch(1),
             poll_interval: Duration::from_secs(1),
-            agent_version: String::new(),
+            agent_version: "".into(),
         },
         now,
     );

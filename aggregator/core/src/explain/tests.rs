@@ -97,9 +97,10 @@ impl World {
         self.update(n, Update::Status(ok_status()), at);
     }
 
-    fn close(&mut self, n: &str) {
+    fn close(&mut self, n: &str, at: u64) {
         let id = self.streams[n];
-        self.store.close_stream(&node(n), id);
+        let at = self.at(at);
+        self.store.close_stream(&node(n), id, at);
     }
 
     fn pod(&mut self, pod: &str, now: u64) -> PodExplanation {
@@ -313,7 +314,7 @@ fn a_disconnected_agent_is_served_until_its_ttl_then_expires() {
     w.pod_meta("web", Some("n1"), true);
     w.report("n1", &["web"], 0);
     w.update("n1", Update::Status(ok_status()), 4);
-    w.close("n1");
+    w.close("n1", 4);
     let e = w.pod("web", 10);
     check(&e, true, &["AgentDisconnected"]);
     assert_eq!(

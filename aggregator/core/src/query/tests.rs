@@ -35,7 +35,7 @@ fn cluster() -> ClusterView {
             StreamInfo {
                 epoch: Epoch(1),
                 poll_interval: Duration::from_secs(1),
-                agent_version: String::new(),
+                agent_version: "".into(),
             },
             t0,
         );

@@ -1,0 +1,250 @@
+//! One node's usage as the store holds it: the same content as a [`NodeView`], laid out so
+//! that the common update — new samples for the containers the node already reports — copies
+//! one flat vector.
+//!
+//! A node's pods and containers (names, order) change rarely; their samples change every
+//! kubelet read. So the names live in a [`Layout`] behind an `Arc`, shared by every version
+//! of the node's usage until a pod or container comes or goes, and the samples live in one
+//! vector parallel to the layout's containers. A delta that only updates samples copies that
+//! vector (one allocation) when a published view still holds the previous version; a delta
+//! that changes the layout builds a new one.
+
+use std::sync::Arc;
+
+use kubepulse_model::{
+    ApplyError, ContainerName, Delta, NodeChange, NodeView, PodKey, PodView, Sample, Timestamp,
+    Window,
+};
+
+/// One node's usage. See the module documentation.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct NodeUsage {
+    /// The node's own usage, once two usable kubelet samples exist.
+    pub node: Option<Sample>,
+    /// Pods with complete usage.
+    pub pods: PodTable,
+}
+
+/// A node's pods, sorted by namespace and name, each with its containers sorted by name.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PodTable {
+    layout: Arc<Layout>,
+    /// One sample per container of `layout.containers`, same order.
+    samples: Vec<Sample>,
+}
+
+/// The names: which pods, which containers, in which order.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Layout {
+    /// Each pod with the end of its containers' range (the start is the previous pod's end).
+    pods: Vec<(PodKey, u32)>,
+    /// Every pod's containers, pod after pod.
+    containers: Vec<ContainerName>,
+}
+
+/// One pod's containers and their samples, sorted by container name.
+#[derive(Clone, Copy, Debug)]
+pub struct PodUsage<'a> {
+    names: &'a [ContainerName],
+    samples: &'a [Sample],
+}
+
+impl Layout {
+    fn range(&self, pod: usize) -> std::ops::Range<usize> {
+        let start = match pod {
+            0 => 0,
+            i => self.pods[i - 1].1 as usize,
+        };
+        start..self.pods[pod].1 as usize
+    }
+
+    fn position(&self, key: &PodKey) -> Result<usize, usize> {
+        self.pods.binary_search_by(|(k, _)| k.cmp(key))
+    }
+
+    /// Where the sample of `key`'s container `name` lives, if the layout has it.
+    fn slot(&self, key: &PodKey, name: &ContainerName) -> Option<usize> {
+        let range = self.range(self.position(key).ok()?);
+        let start = range.start;
+        self.containers[range]
+            .binary_search(name)
+            .ok()
+            .map(|i| start + i)
+    }
+}
+
+impl PodTable {
+    /// Number of pods.
+    pub fn len(&self) -> usize {
+        self.layout.pods.len()
+    }
+
+    /// True without pods.
+    pub fn is_empty(&self) -> bool {
+        self.layout.pods.is_empty()
+    }
+
+    /// Number of containers across all pods.
+    pub fn container_count(&self) -> usize {
+        self.samples.len()
+    }
+
+    fn pod(&self, i: usize) -> (&PodKey, PodUsage<'_>) {
+        let range = self.layout.range(i);
+        (
+            &self.layout.pods[i].0,
+            PodUsage {
+                names: &self.layout.containers[range.clone()],
+                samples: &self.samples[range],
+            },
+        )
+    }
+
+    /// The pod `key`.
+    pub fn get(&self, key: &PodKey) -> Option<PodUsage<'_>> {
+        self.layout.position(key).ok().map(|i| self.pod(i).1)
+    }
+
+    /// True when the node reports pod `key`.
+    pub fn contains_key(&self, key: &PodKey) -> bool {
+        self.layout.position(key).is_ok()
+    }
+
+    /// Every pod, sorted.
+    pub fn iter(&self) -> impl ExactSizeIterator<Item = (&PodKey, PodUsage<'_>)> + Clone {
+        (0..self.len()).map(|i| self.pod(i))
+    }
+
+    /// The pods of `namespace` (every pod when `None`), sorted: a binary search, not a scan.
+    pub fn in_namespace<'a>(
+        &'a self,
+        namespace: Option<&str>,
+    ) -> impl ExactSizeIterator<Item = (&'a PodKey, PodUsage<'a>)> + Clone {
+        let pods = &self.layout.pods;
+        let range = match namespace {
+            None => 0..pods.len(),
+            Some(ns) => {
+                let from = pods.partition_point(|(k, _)| k.namespace.as_str() < ns);
+                let to = from + pods[from..].partition_point(|(k, _)| k.namespace.as_str() == ns);
+                from..to
+            }
+        };
+        range.map(|i| self.pod(i))
+    }
+}
+
+impl<'a> PodUsage<'a> {
+    /// Every container and its sample, sorted by name.
+    pub fn containers(self) -> impl ExactSizeIterator<Item = (&'a ContainerName, &'a Sample)> {
+        self.names.iter().zip(self.samples)
+    }
+
+    /// The pod's timestamp and window: those of the container whose timestamp is earliest
+    /// (as [`kubepulse_model::PodView::timestamp_window`]).
+    pub fn timestamp_window(self) -> Option<(Timestamp, Window)> {
+        self.samples
+            .iter()
+            .min_by_key(|s| s.timestamp)
+            .map(|s| (s.timestamp, s.window))
+    }
+}
+
+impl NodeUsage {
+    /// Number of containers across all pods.
+    pub fn container_count(&self) -> usize {
+        self.pods.container_count()
+    }
+
+    /// The same content as a [`NodeView`].
+    pub fn to_view(&self) -> NodeView {
+        NodeView {
+            node: self.node,
+            pods: self
+                .pods
+                .iter()
+                .map(|(key, pod)| {
+                    let containers = pod.containers().map(|(c, s)| (c.clone(), *s)).collect();
+                    (key.clone(), PodView { containers })
+                })
+                .collect(),
+        }
+    }
+
+    /// Applies `delta` exactly as [`kubepulse_model::apply`] applies it to a [`NodeView`],
+    /// with the same errors. On error the usage may be partly changed; the caller discards it.
+    ///
+    /// A delta that only brings new samples for held containers writes them in place; one
+    /// that adds or removes a pod or a container rebuilds the layout.
+    pub fn apply(&mut self, delta: &Delta) -> Result<(), ApplyError> {
+        if delta.pod_removals.is_empty() && delta.container_removals.is_empty() {
+            // upserts set values: those written before a miss are written again below
+            let layout = &self.pods.layout;
+            let hit = delta
+                .upserts
+                .iter()
+                .all(|(key, c, s)| match layout.slot(key, c) {
+                    Some(slot) => {
+                        self.pods.samples[slot] = *s;
+                        true
+                    }
+                    None => false,
+                });
+            if hit {
+                self.set_node(&delta.node);
+                return Ok(());
+            }
+        }
+        let mut view = self.to_view();
+        let applied = kubepulse_model::apply(&mut view, delta);
+        *self = Self::from(view);
+        applied
+    }
+
+    fn set_node(&mut self, change: &NodeChange) {
+        match change {
+            NodeChange::Unchanged => {}
+            NodeChange::Set(s) => self.node = Some(*s),
+            NodeChange::Clear => self.node = None,
+        }
+    }
+}
+
+impl From<NodeView> for NodeUsage {
+    fn from(view: NodeView) -> Self {
+        let containers = view.container_count();
+        let mut layout = Layout {
+            pods: Vec::with_capacity(view.pods.len()),
+            containers: Vec::with_capacity(containers),
+        };
+        let mut samples = Vec::with_capacity(containers);
+        for (key, pod) in view.pods {
+            for (c, s) in pod.containers {
+                layout.containers.push(c);
+                samples.push(s);
+            }
+            // a node holds far fewer than 2^32 containers (the agent bounds a kubelet read)
+            layout.pods.push((key, layout.containers.len() as u32));
+        }
+        Self {
+            node: view.node,
+            pods: PodTable {
+                layout: Arc::new(layout),
+                samples,
+            },
+        }
+    }
+}
+
+impl PartialEq<NodeView> for NodeUsage {
+    fn eq(&self, other: &NodeView) -> bool {
+        self.node == other.node
+            && self.pods.len() == other.pods.len()
+            && self.pods.iter().zip(&other.pods).all(|((k, p), (ok, op))| {
+                k == ok
+                    && p.names.len() == op.containers.len()
+                    && p.containers()
+                        .zip(&op.containers)
+                        .all(|((c, s), (oc, os))| c == oc && s == os)
+            })
+    }
+}

@@ -23,7 +23,7 @@ use kubepulse_aggregator_core::limits::{StreamCounts, StreamLimits, TokenBucket}
 use kubepulse_aggregator_core::store::{
     PendingContainer, ScrapeStatus, StreamId, StreamInfo, Update,
 };
-use kubepulse_model::{Epoch, NodeName, Seq};
+use kubepulse_model::{Epoch, Names, NodeName, Seq};
 use kubepulse_proto::v1::ingest_server::Ingest;
 use kubepulse_proto::v1::{self, agent_message, aggregator_message};
 use kubepulse_proto::{Limits, StreamDecoder, WireError};
@@ -51,6 +51,8 @@ pub struct IngestService {
     started: tokio::time::Instant,
     /// Who may report for which node (`None`: not checked, `--standalone`).
     identity: Option<Arc<AgentIdentity>>,
+    /// Namespace and container names, shared by every stream's dictionary and the store.
+    names: Arc<Names>,
 }
 
 /// Stream counts and rates (the pods and containers per node are [`Limits`]).
@@ -99,6 +101,7 @@ impl IngestService {
             ))),
             started: tokio::time::Instant::now(),
             identity: None,
+            names: Arc::default(),
         }
     }
 
@@ -150,7 +153,7 @@ impl Ingest for IngestService {
         &self,
         request: Request<Streaming<v1::AgentMessage>>,
     ) -> Result<Response<Self::ReportStream>, Status> {
-        let remote = kubepulse_shell::grpc::remote(&request);
+        let remote: Arc<str> = kubepulse_shell::grpc::remote(&request).into();
         let accepted = self.accept(request.into_inner(), &remote).await;
         // bounds and identity report their refusals themselves (`telemetry::stream_limited`)
         if let Err(status) = &accepted
@@ -175,7 +178,7 @@ impl Ingest for IngestService {
     ) -> Result<Response<Self::RelayStream>, Status> {
         let remote = kubepulse_shell::grpc::remote(&request);
         Ok(Response::new(
-            self.accept_relay(request.into_inner(), remote),
+            self.accept_relay(request.into_inner(), remote.into()),
         ))
     }
 }
@@ -186,7 +189,7 @@ impl IngestService {
     async fn open_link(
         &self,
         hello: v1::Hello,
-        remote: &str,
+        remote: &Arc<str>,
         resync: impl FnOnce(StreamId) -> ResyncTo,
     ) -> Result<(Link, WriterMsg), Status> {
         let node = NodeName::new(&hello.node_name)
@@ -242,7 +245,7 @@ impl IngestService {
         let link = Link {
             node,
             stream,
-            decoder: StreamDecoder::new(self.limits),
+            decoder: StreamDecoder::with_names(self.limits, self.names.clone()),
             expected: None,
             last_status: None,
             bucket: TokenBucket::new(
@@ -251,7 +254,7 @@ impl IngestService {
                 self.started.elapsed(),
             ),
             throttled: false,
-            remote: remote.to_owned(),
+            remote: Arc::clone(remote),
             _slot: slot,
         };
         Ok((link, open))
@@ -261,7 +264,7 @@ impl IngestService {
     async fn accept(
         &self,
         mut inbound: Streaming<v1::AgentMessage>,
-        remote: &str,
+        remote: &Arc<str>,
     ) -> Result<Response<Outbound>, Status> {
         let first = tokio::time::timeout(self.hello_timeout, inbound.message())
             .await
@@ -315,7 +318,8 @@ struct Link {
     bucket: TokenBucket,
     /// Whether this stream was throttled already (logged once).
     throttled: bool,
-    remote: String,
+    /// The peer (a relay's links share its text).
+    remote: Arc<str>,
     _slot: StreamSlot,
 }
 

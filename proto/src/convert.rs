@@ -9,9 +9,11 @@
 //! empty) is checked where the view lives, when the store applies it.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use kubepulse_model::{
-    ContainerName, Delta, KeyError, NodeChange, NodeView, PodKey, Sample, Timestamp, Usage, Window,
+    ContainerName, Delta, KeyError, Names, NodeChange, NodeView, PodKey, Sample, Timestamp, Usage,
+    Window,
 };
 
 use crate::v1;
@@ -224,6 +226,8 @@ fn usage_to_wire(s: &Sample, base_ms: i64) -> v1::Usage {
 #[derive(Debug)]
 pub struct StreamDecoder {
     limits: Limits,
+    /// Where namespace and container names get their (shared) text.
+    names: Arc<Names>,
     pods: IdMap<PodKey>,
     /// Each container's pod id and name (the pod's key is in `pods`: not repeated here).
     containers: IdMap<(u32, ContainerName)>,
@@ -293,8 +297,15 @@ impl<V> IdMap<V> {
 impl StreamDecoder {
     /// A decoder with an empty dictionary.
     pub fn new(limits: Limits) -> Self {
+        Self::with_names(limits, Arc::default())
+    }
+
+    /// A decoder whose namespace and container names share their text with every other
+    /// decoder given the same `names` (a process holding many streams holds each name once).
+    pub fn with_names(limits: Limits, names: Arc<Names>) -> Self {
         Self {
             limits,
+            names,
             pods: IdMap::default(),
             containers: IdMap::default(),
         }
@@ -407,7 +418,7 @@ impl StreamDecoder {
         self.pods.0.reserve_exact(pods.len());
         self.containers.0.reserve_exact(containers.len());
         for def in pods {
-            let key = PodKey::new(&def.namespace, &def.name)?;
+            let key = self.names.pod(&def.namespace, &def.name)?;
             if self.pods.contains_key(&def.id) {
                 return Err(WireError::DuplicateId {
                     kind: "pod",
@@ -426,7 +437,7 @@ impl StreamDecoder {
                     id: def.pod_id,
                 });
             }
-            let name = ContainerName::new(&def.name)?;
+            let name = self.names.container(&def.name)?;
             if self.containers.contains_key(&def.id) || self.pods.contains_key(&def.id) {
                 return Err(WireError::DuplicateId {
                     kind: "container",

@@ -11,6 +11,7 @@
 //! that link with `FAILED_PRECONDITION`.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use kubepulse_proto::v1::{self, agent_message, aggregator_message};
 use tokio::sync::{mpsc, watch};
@@ -35,7 +36,7 @@ impl IngestService {
     pub(super) fn accept_relay(
         &self,
         inbound: Streaming<v1::RelayBatch>,
-        remote: String,
+        remote: Arc<str>,
     ) -> RelayOutbound {
         let (out_tx, out_rx) = mpsc::channel(16);
         let (resync_tx, resync_rx) = mpsc::channel(RESYNC_QUEUE);
@@ -57,7 +58,7 @@ struct Session {
     links: HashMap<u32, Link>,
     out: mpsc::Sender<Result<v1::RelayReplies, Status>>,
     resync_tx: mpsc::Sender<(u32, String)>,
-    remote: String,
+    remote: Arc<str>,
 }
 
 /// What one batch produced: writer messages (sent as one) and replies (sent as one).

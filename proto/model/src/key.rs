@@ -4,8 +4,9 @@
 //! `/`; we check exactly what can hurt us downstream (empty names, absurd lengths, bytes that
 //! would corrupt a path or a log line), not the full DNS grammar.
 
+use std::collections::HashSet;
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 /// Longest name we accept (the Kubernetes limit for object names).
 pub const MAX_NAME_LEN: usize = 253;
@@ -138,6 +139,76 @@ impl PodKey {
     }
 }
 
+/// Shares the text of names that many nodes repeat — namespaces and container names — so a
+/// store of many nodes holds each once rather than once per pod.
+///
+/// Thread-safe (a short lock per new name; names are defined once per stream, not per
+/// sample). Bounded: names no one else holds any more are dropped whenever the set has
+/// doubled since the last sweep, so it holds at most about twice the names in use.
+#[derive(Debug, Default)]
+pub struct Names(Mutex<NameSet>);
+
+#[derive(Debug, Default)]
+struct NameSet {
+    names: HashSet<Arc<str>>,
+    /// Sweep when the set reaches this size.
+    sweep_at: usize,
+}
+
+/// The set never sweeps below this many names.
+const MIN_SWEEP: usize = 1024;
+
+impl Names {
+    /// Validates a namespace name and shares its text.
+    pub fn namespace(&self, name: &str) -> Result<Namespace, KeyError> {
+        validate("namespace", name)?;
+        Ok(Namespace(self.intern(name)))
+    }
+
+    /// Validates a container name and shares its text.
+    pub fn container(&self, name: &str) -> Result<ContainerName, KeyError> {
+        validate("container", name)?;
+        Ok(ContainerName(self.intern(name)))
+    }
+
+    /// A pod key whose namespace text is shared (pod names are unique: not shared).
+    pub fn pod(&self, namespace: &str, name: &str) -> Result<PodKey, KeyError> {
+        Ok(PodKey {
+            namespace: self.namespace(namespace)?,
+            name: PodName::new(name)?,
+        })
+    }
+
+    /// Number of names held (in use or not swept yet).
+    pub fn len(&self) -> usize {
+        self.lock().names.len()
+    }
+
+    /// True when no name is held.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, NameSet> {
+        // the set is consistent between statements: a panic elsewhere leaves it usable
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn intern(&self, name: &str) -> Arc<str> {
+        let mut set = self.lock();
+        if let Some(held) = set.names.get(name) {
+            return Arc::clone(held);
+        }
+        if set.names.len() >= set.sweep_at {
+            set.names.retain(|n| Arc::strong_count(n) > 1);
+            set.sweep_at = (set.names.len() * 2).max(MIN_SWEEP);
+        }
+        let text: Arc<str> = Arc::from(name);
+        set.names.insert(Arc::clone(&text));
+        text
+    }
+}
+
 impl fmt::Display for PodKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}/{}", self.namespace, self.name)
@@ -153,6 +224,45 @@ mod tests {
         assert!(NodeName::new("kind-control-plane").is_ok());
         assert!(PodKey::new("kube-system", "coredns-5dd5756b68-abcde").is_ok());
         assert_eq!(PodKey::new("a", "b").unwrap().to_string(), "a/b");
+    }
+
+    #[test]
+    fn names_share_text_and_forget_unused_names() {
+        let names = Names::default();
+        let a = names.pod("kube-system", "a").unwrap();
+        let b = names.pod("kube-system", "b").unwrap();
+        assert!(Arc::ptr_eq(&a.namespace.0, &b.namespace.0));
+        assert_eq!(a, PodKey::new("kube-system", "a").unwrap());
+        let c = names.container("app").unwrap();
+        assert!(Arc::ptr_eq(&c.0, &names.container("app").unwrap().0));
+        assert_eq!(names.len(), 2);
+        // the same checks as the plain constructors
+        assert_eq!(
+            names.namespace(""),
+            Err(KeyError::Empty { kind: "namespace" })
+        );
+        assert!(matches!(
+            names.container("a b"),
+            Err(KeyError::InvalidChar {
+                kind: "container",
+                ..
+            })
+        ));
+        assert!(matches!(
+            names.pod("ns", "a/b"),
+            Err(KeyError::InvalidChar { kind: "pod", .. })
+        ));
+        // names nobody holds are swept once the set has doubled
+        drop((a, b, c));
+        for i in 0..3 * MIN_SWEEP {
+            names.container(&format!("c{i}")).unwrap();
+        }
+        assert!(names.len() <= MIN_SWEEP + 1, "{} names held", names.len());
+        let kept = names.namespace("kept").unwrap();
+        for i in 0..3 * MIN_SWEEP {
+            names.container(&format!("d{i}")).unwrap();
+        }
+        assert!(Arc::ptr_eq(&kept.0, &names.namespace("kept").unwrap().0));
     }
 
     #[test]

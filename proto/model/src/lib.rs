@@ -17,7 +17,7 @@ pub mod usage;
 pub mod view;
 
 pub use delta::{ApplyError, Delta, NodeChange, apply, diff};
-pub use key::{ContainerName, KeyError, Namespace, NodeName, PodKey, PodName};
+pub use key::{ContainerName, KeyError, Names, Namespace, NodeName, PodKey, PodName};
 pub use session::{Epoch, Seq};
 pub use usage::{Sample, Timestamp, Usage, Window};
 pub use view::{NodeView, PodView};

@@ -149,3 +149,29 @@ fn refuses_invalid_names() {
     };
     assert!(matches!(dec.snapshot(&msg), Err(WireError::Name(_))));
 }
+
+proptest! {
+    /// Decoders given the same `Names` decode what they decode alone, and hold one text per
+    /// distinct namespace and container name between them.
+    #[test]
+    fn decoders_share_names(a in arb_view(), b in arb_view()) {
+        let names = Arc::new(Names::default());
+        let mut shared = Vec::new();
+        for view in [&a, &b] {
+            let wire = StreamEncoder::new().snapshot(view);
+            let mut dec = StreamDecoder::with_names(Limits::default(), Arc::clone(&names));
+            let decoded = dec.snapshot(&wire).unwrap();
+            prop_assert_eq!(&decoded, view);
+            shared.push((dec, decoded));
+        }
+        let distinct: std::collections::BTreeSet<&str> = [&a, &b]
+            .into_iter()
+            .flat_map(|v| &v.pods)
+            .flat_map(|(k, p)| {
+                std::iter::once(k.namespace.as_str())
+                    .chain(p.containers.keys().map(|c| c.as_str()))
+            })
+            .collect();
+        prop_assert_eq!(names.len(), distinct.len());
+    }
+}

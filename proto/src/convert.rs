@@ -251,8 +251,13 @@ impl<V> IdMap<V> {
         self.0.binary_search_by_key(&id, |(k, _)| *k)
     }
 
-    fn get(&self, id: &u32) -> Option<&V> {
-        self.find(*id).ok().map(|i| &self.0[i].1)
+    /// The position of `id`, trying `hint` first: a message lists its ids mostly in the
+    /// order they were defined, so the entry after the last one looked up is usually it.
+    fn position_near(&self, id: u32, hint: usize) -> Option<usize> {
+        match self.0.get(hint) {
+            Some((k, _)) if *k == id => Some(hint),
+            _ => self.find(id).ok(),
+        }
     }
 
     fn contains_key(&self, id: &u32) -> bool {
@@ -374,8 +379,10 @@ impl StreamDecoder {
             delta.container_removals.push(entry);
         }
         self.define(&msg.new_pods, &msg.new_containers)?;
+        delta.upserts.reserve_exact(msg.usages.len());
+        let mut hint = Hint::default();
         for cu in &msg.usages {
-            let (key, name) = self.container(cu.container_id)?;
+            let (key, name) = self.container_near(cu.container_id, &mut hint)?;
             let sample = usage_from_wire(
                 cu.usage.as_ref().ok_or(WireError::Usage("missing usage"))?,
                 msg.base_timestamp_ms,
@@ -386,15 +393,35 @@ impl StreamDecoder {
     }
 
     fn container(&self, id: u32) -> Result<(PodKey, ContainerName), WireError> {
-        let unknown = WireError::UnknownId {
+        self.container_near(id, &mut Hint::default())
+    }
+
+    /// [`StreamDecoder::container`], looking next to the previous lookup first.
+    fn container_near(
+        &self,
+        id: u32,
+        hint: &mut Hint,
+    ) -> Result<(PodKey, ContainerName), WireError> {
+        let unknown = || WireError::UnknownId {
             kind: "container",
             id,
         };
-        let (pod, name) = self.containers.get(&id).ok_or(unknown.clone())?;
+        let c = self
+            .containers
+            .position_near(id, hint.container)
+            .ok_or_else(unknown)?;
+        let (pod, name) = &self.containers.0[c].1;
         // a container's pod is defined as long as the container is (removing a pod removes
-        // its containers)
-        let key = self.pods.get(pod).ok_or(unknown)?;
-        Ok((key.clone(), name.clone()))
+        // its containers); consecutive containers mostly share their pod
+        let p = self
+            .pods
+            .position_near(*pod, hint.pod)
+            .ok_or_else(unknown)?;
+        *hint = Hint {
+            container: c + 1,
+            pod: p,
+        };
+        Ok((self.pods.0[p].1.clone(), name.clone()))
     }
 
     fn define(
@@ -448,6 +475,13 @@ impl StreamDecoder {
         }
         Ok(())
     }
+}
+
+/// Where a message's next lookups are likely to be found in the dictionary.
+#[derive(Default)]
+struct Hint {
+    container: usize,
+    pod: usize,
 }
 
 /// Kubelet timestamps outside ±100 years of the epoch are refused.

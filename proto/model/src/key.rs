@@ -77,6 +77,13 @@ macro_rules! name_type {
             pub fn as_str(&self) -> &str {
                 &self.0
             }
+
+            /// True when both hold the very same text (not only equal text): a cheap test
+            /// that is often true for names shared through [`Names`] or cloned from one
+            /// another. False says nothing; compare with `==` then.
+            pub fn same(&self, other: &Self) -> bool {
+                Arc::ptr_eq(&self.0, &other.0)
+            }
         }
 
         impl fmt::Display for $ty {
@@ -130,6 +137,11 @@ pub struct PodKey {
 }
 
 impl PodKey {
+    /// True when both parts hold the very same texts (see [`NodeName::same`]).
+    pub fn same(&self, other: &Self) -> bool {
+        self.namespace.same(&other.namespace) && self.name.same(&other.name)
+    }
+
     /// Validates both parts.
     pub fn new(namespace: &str, name: &str) -> Result<Self, KeyError> {
         Ok(Self {

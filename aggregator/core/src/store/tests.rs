@@ -516,4 +516,26 @@ proptest! {
             }
         }
     }
+
+    /// New samples for some of the held containers, named with the texts the store holds
+    /// (as a stream's dictionary names them): written where they belong.
+    #[test]
+    fn samples_for_held_containers_land_in_place(
+        view in node_view(),
+        every in 1usize..4,
+        skip in 0usize..3,
+    ) {
+        let mut usage = NodeUsage::from(view);
+        let before = usage.to_view();
+        let mut next = before.clone();
+        let containers = next.pods.values_mut().flat_map(|p| p.containers.values_mut());
+        for (i, s) in containers.enumerate() {
+            if i >= skip && (i - skip) % every == 0 {
+                s.usage.cpu_nanocores += 10;
+            }
+        }
+        let delta = kubepulse_model::diff(&before, &next);
+        usage.apply(&delta).unwrap();
+        prop_assert_eq!(usage, next);
+    }
 }

@@ -73,6 +73,35 @@ impl Layout {
     }
 }
 
+/// Where the next upsert most likely goes: deltas list their upserts in the layout's order
+/// (pod, then container, both sorted), often all of them, with the very texts the layout
+/// holds. Checking the slot after the last one written is then a pointer comparison, where a
+/// binary search compares strings.
+#[derive(Default)]
+struct Cursor {
+    /// The next slot.
+    slot: usize,
+    /// Its pod.
+    pod: usize,
+}
+
+impl Cursor {
+    /// The next slot if it holds `key`'s container `name` (the very same texts).
+    fn next(&self, layout: &Layout, key: &PodKey, name: &ContainerName) -> Option<usize> {
+        let (pod, _) = layout.pods.get(self.pod)?;
+        let held = layout.containers.get(self.slot)?;
+        (held.same(name) && pod.same(key)).then_some(self.slot)
+    }
+
+    /// Moves past `slot`.
+    fn follow(&mut self, layout: &Layout, slot: usize) {
+        self.slot = slot + 1;
+        self.pod = layout
+            .pods
+            .partition_point(|(_, end)| *end as usize <= self.slot);
+    }
+}
+
 impl PodTable {
     /// Number of pods.
     pub fn len(&self) -> usize {
@@ -179,16 +208,17 @@ impl NodeUsage {
         if delta.pod_removals.is_empty() && delta.container_removals.is_empty() {
             // upserts set values: those written before a miss are written again below
             let layout = &self.pods.layout;
-            let hit = delta
-                .upserts
-                .iter()
-                .all(|(key, c, s)| match layout.slot(key, c) {
+            let mut cursor = Cursor::default();
+            let hit = delta.upserts.iter().all(|(key, c, s)| {
+                match cursor.next(layout, key, c).or_else(|| layout.slot(key, c)) {
                     Some(slot) => {
                         self.pods.samples[slot] = *s;
+                        cursor.follow(layout, slot);
                         true
                     }
                     None => false,
-                });
+                }
+            });
             if hit {
                 self.set_node(&delta.node);
                 return Ok(());

@@ -154,7 +154,100 @@ pub struct ClusterView {
     /// For each namespace, the nodes that report pods in it, sorted by name: a namespace's
     /// pods are found without scanning every node. A namespace is absent when no node reports
     /// pods in it (never mapped to an empty set).
-    pub namespaces: imbl::OrdMap<Namespace, imbl::OrdSet<NodeName>>,
+    pub namespaces: imbl::OrdMap<Namespace, NodeSet>,
+}
+
+/// The nodes that report pods in one namespace, sorted by name.
+///
+/// Most namespaces span few nodes: those are one shared sorted slice (a node's name per
+/// entry, nothing more), copied when a node joins or leaves. A namespace on many nodes
+/// (`kube-system`: every node) is a persistent set, so a change costs O(log nodes) there too.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodeSet(Nodes);
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Nodes {
+    Few(Arc<[NodeName]>),
+    Many(imbl::OrdSet<NodeName>),
+}
+
+/// A namespace on more nodes than this is held as a persistent set.
+const FEW_NODES: usize = 64;
+
+impl Default for NodeSet {
+    fn default() -> Self {
+        Self(Nodes::Few(Arc::new([])))
+    }
+}
+
+impl NodeSet {
+    /// Every node, sorted.
+    pub fn iter(&self) -> impl Iterator<Item = &NodeName> {
+        let (few, many) = match &self.0 {
+            Nodes::Few(nodes) => (Some(nodes.iter()), None),
+            Nodes::Many(nodes) => (None, Some(nodes.iter())),
+        };
+        few.into_iter().flatten().chain(many.into_iter().flatten())
+    }
+
+    /// Number of nodes.
+    pub fn len(&self) -> usize {
+        match &self.0 {
+            Nodes::Few(nodes) => nodes.len(),
+            Nodes::Many(nodes) => nodes.len(),
+        }
+    }
+
+    /// True without nodes.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// True when `node` is in.
+    pub fn contains(&self, node: &NodeName) -> bool {
+        match &self.0 {
+            Nodes::Few(nodes) => nodes.binary_search(node).is_ok(),
+            Nodes::Many(nodes) => nodes.contains(node),
+        }
+    }
+
+    fn insert(&mut self, node: &NodeName) {
+        match &mut self.0 {
+            Nodes::Few(nodes) => {
+                let Err(at) = nodes.binary_search(node) else {
+                    return;
+                };
+                if nodes.len() < FEW_NODES {
+                    let (before, after) = nodes.split_at(at);
+                    *nodes = before.iter().chain([node]).chain(after).cloned().collect();
+                } else {
+                    let mut set: imbl::OrdSet<NodeName> = nodes.iter().cloned().collect();
+                    set.insert(node.clone());
+                    self.0 = Nodes::Many(set);
+                }
+            }
+            Nodes::Many(nodes) => {
+                nodes.insert(node.clone());
+            }
+        }
+    }
+
+    fn remove(&mut self, node: &NodeName) {
+        match &mut self.0 {
+            Nodes::Few(nodes) => {
+                if nodes.binary_search(node).is_ok() {
+                    *nodes = nodes.iter().filter(|n| *n != node).cloned().collect();
+                }
+            }
+            Nodes::Many(nodes) => {
+                nodes.remove(node);
+                // back to a slice well below the threshold (not at it: no flapping)
+                if nodes.len() <= FEW_NODES / 2 {
+                    self.0 = Nodes::Few(nodes.iter().cloned().collect());
+                }
+            }
+        }
+    }
 }
 
 impl ClusterView {
@@ -169,8 +262,6 @@ struct Slot {
     owner: Option<StreamId>,
     /// When [`ClusterStore::evict_stale`] next looks at the node (its key in `checks`).
     check_at: Instant,
-    /// Namespaces the node reports pods in, sorted (what the namespace index holds for it).
-    namespaces: Vec<Namespace>,
 }
 
 /// The writer-owned store.
@@ -239,7 +330,6 @@ impl ClusterStore {
         let slot = self.slots.entry(node.clone()).or_insert_with(|| Slot {
             owner: None,
             check_at: now,
-            namespaces: Vec::new(),
         });
         slot.owner = Some(stream);
         // the TTL may have shrunk: look again soon
@@ -258,40 +348,45 @@ impl ClusterStore {
             node: node.clone(),
             stream,
         };
-        let slot = match self.slots.get_mut(node) {
-            Some(slot) if slot.owner == Some(stream) => slot,
-            _ => return Err(not_owner()),
-        };
+        if self
+            .slots
+            .get(node)
+            .is_none_or(|slot| slot.owner != Some(stream))
+        {
+            return Err(not_owner());
+        }
         // every slot has an entry
         let entry = self.view.nodes.get_mut(node).ok_or_else(not_owner)?;
         let e = Arc::make_mut(entry);
         e.last_message_at = now;
-        let mut pods_changed = false;
         match update {
             Update::Snapshot(view) => {
+                let before = e.view.pods.names();
                 e.view = Arc::new(NodeUsage::from(view));
                 e.has_data = true;
                 e.fresh_at = now;
                 e.expired_at = None;
-                pods_changed = true;
+                reindex(
+                    &mut self.view.namespaces,
+                    node,
+                    &before,
+                    &e.view.pods.names(),
+                );
             }
             Update::Delta(delta) => {
                 if !e.has_data {
                     return Err(StoreError::NoSnapshot(node.clone()));
                 }
                 let usage = Arc::make_mut(&mut e.view);
-                let before = usage.pods.len();
+                let before = usage.pods.names();
                 let applied = usage.apply(&delta);
-                pods_changed = usage.pods.len() != before || !delta.pod_removals.is_empty();
-                if pods_changed {
-                    reindex(
-                        &mut self.view.namespaces,
-                        node,
-                        &mut slot.namespaces,
-                        &e.view,
-                    );
-                    pods_changed = false;
-                }
+                // even a delta that fails may have changed the pods: the index follows them
+                reindex(
+                    &mut self.view.namespaces,
+                    node,
+                    &before,
+                    &usage.pods.names(),
+                );
                 applied.map_err(|source| StoreError::Apply {
                     node: node.clone(),
                     source,
@@ -304,14 +399,6 @@ impl ClusterStore {
                 }
                 e.scrape = status;
             }
-        }
-        if pods_changed {
-            reindex(
-                &mut self.view.namespaces,
-                node,
-                &mut slot.namespaces,
-                &e.view,
-            );
         }
         Ok(())
     }
@@ -352,14 +439,15 @@ impl ClusterStore {
             let due = due(e, now);
             if due.expires {
                 let e = Arc::make_mut(node);
+                let before = e.view.pods.names();
                 e.view = Arc::default();
                 e.has_data = false;
                 e.expired_at = Some(now);
                 reindex(
                     &mut self.view.namespaces,
                     &name,
-                    &mut slot.namespaces,
-                    &e.view,
+                    &before,
+                    &e.view.pods.names(),
                 );
                 expired.push(name.clone());
             }
@@ -455,48 +543,39 @@ fn reschedule(
     checks.insert((at, old.1));
 }
 
-/// Brings the namespace index up to date with `node`'s pods.
+/// Brings the namespace index up to date with `node`'s pods, which were `before` and are
+/// now `after`.
 fn reindex(
-    index: &mut imbl::OrdMap<Namespace, imbl::OrdSet<NodeName>>,
+    index: &mut imbl::OrdMap<Namespace, NodeSet>,
     node: &NodeName,
-    held: &mut Vec<Namespace>,
-    usage: &NodeUsage,
+    before: &PodNames,
+    after: &PodNames,
 ) {
-    let mut now: Vec<Namespace> = Vec::new();
-    for (key, _) in usage.pods.iter() {
-        // pods are sorted by namespace: equal namespaces are adjacent
-        if now.last() != Some(&key.namespace) {
-            now.push(key.namespace.clone());
-        }
+    if before.same(after) {
+        return;
     }
-    if now == *held {
+    let held: Vec<&Namespace> = before.namespaces().collect();
+    let now: Vec<&Namespace> = after.namespaces().collect();
+    if now == held {
         return;
     }
     for ns in held.iter().filter(|ns| now.binary_search(ns).is_err()) {
-        let emptied = index.get_mut(ns).is_some_and(|nodes| {
+        let emptied = index.get_mut(*ns).is_some_and(|nodes| {
             nodes.remove(node);
             nodes.is_empty()
         });
         if emptied {
-            index.remove(ns);
+            index.remove(*ns);
         }
     }
     for ns in now.iter().filter(|ns| held.binary_search(ns).is_err()) {
-        match index.get_mut(ns) {
-            Some(nodes) => {
-                nodes.insert(node.clone());
-            }
-            None => {
-                index.insert(ns.clone(), imbl::OrdSet::unit(node.clone()));
-            }
-        }
+        index.entry((*ns).clone()).or_default().insert(node);
     }
-    *held = now;
 }
 
 mod usage;
 
-pub use usage::{NodeUsage, PodTable, PodUsage};
+pub use usage::{NodeUsage, PodNames, PodTable, PodUsage};
 
 #[cfg(test)]
 mod tests;

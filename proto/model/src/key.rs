@@ -6,7 +6,9 @@
 
 use std::collections::HashSet;
 use std::fmt;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Mutex, PoisonError};
+
+use arcstr::ArcStr;
 
 /// Longest name we accept (the Kubernetes limit for object names).
 pub const MAX_NAME_LEN: usize = 253;
@@ -63,14 +65,16 @@ fn validate(kind: &'static str, name: &str) -> Result<(), KeyError> {
 macro_rules! name_type {
     ($(#[$doc:meta])* $ty:ident, $kind:literal) => {
         $(#[$doc])*
+        ///
+        /// One pointer wide: the text is shared and its length is stored with it.
         #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-        pub struct $ty(Arc<str>);
+        pub struct $ty(ArcStr);
 
         impl $ty {
             /// Validates and wraps a name.
             pub fn new(name: &str) -> Result<Self, KeyError> {
                 validate($kind, name)?;
-                Ok(Self(Arc::from(name)))
+                Ok(Self(ArcStr::from(name)))
             }
 
             /// The name as text.
@@ -82,7 +86,7 @@ macro_rules! name_type {
             /// that is often true for names shared through [`Names`] or cloned from one
             /// another. False says nothing; compare with `==` then.
             pub fn same(&self, other: &Self) -> bool {
-                Arc::ptr_eq(&self.0, &other.0)
+                ArcStr::ptr_eq(&self.0, &other.0)
             }
         }
 
@@ -162,7 +166,7 @@ pub struct Names(Mutex<NameSet>);
 
 #[derive(Debug, Default)]
 struct NameSet {
-    names: HashSet<Arc<str>>,
+    names: HashSet<ArcStr>,
     /// Sweep when the set reaches this size.
     sweep_at: usize,
 }
@@ -206,17 +210,18 @@ impl Names {
         self.0.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn intern(&self, name: &str) -> Arc<str> {
+    fn intern(&self, name: &str) -> ArcStr {
         let mut set = self.lock();
         if let Some(held) = set.names.get(name) {
-            return Arc::clone(held);
+            return held.clone();
         }
         if set.names.len() >= set.sweep_at {
-            set.names.retain(|n| Arc::strong_count(n) > 1);
+            set.names
+                .retain(|n| ArcStr::strong_count(n).is_some_and(|count| count > 1));
             set.sweep_at = (set.names.len() * 2).max(MIN_SWEEP);
         }
-        let text: Arc<str> = Arc::from(name);
-        set.names.insert(Arc::clone(&text));
+        let text = ArcStr::from(name);
+        set.names.insert(text.clone());
         text
     }
 }
@@ -243,10 +248,10 @@ mod tests {
         let names = Names::default();
         let a = names.pod("kube-system", "a").unwrap();
         let b = names.pod("kube-system", "b").unwrap();
-        assert!(Arc::ptr_eq(&a.namespace.0, &b.namespace.0));
+        assert!(a.namespace.same(&b.namespace));
         assert_eq!(a, PodKey::new("kube-system", "a").unwrap());
         let c = names.container("app").unwrap();
-        assert!(Arc::ptr_eq(&c.0, &names.container("app").unwrap().0));
+        assert!(c.same(&names.container("app").unwrap()));
         assert_eq!(names.len(), 2);
         // the same checks as the plain constructors
         assert_eq!(
@@ -274,7 +279,15 @@ mod tests {
         for i in 0..3 * MIN_SWEEP {
             names.container(&format!("d{i}")).unwrap();
         }
-        assert!(Arc::ptr_eq(&kept.0, &names.namespace("kept").unwrap().0));
+        assert!(kept.same(&names.namespace("kept").unwrap()));
+    }
+
+    #[test]
+    fn names_are_one_pointer_wide() {
+        // a store holds several names per pod: their width is most of its per-pod memory
+        assert_eq!(size_of::<NodeName>(), size_of::<usize>());
+        assert_eq!(size_of::<PodKey>(), 2 * size_of::<usize>());
+        assert_eq!(size_of::<Option<ContainerName>>(), size_of::<usize>());
     }
 
     #[test]

@@ -539,3 +539,32 @@ proptest! {
         prop_assert_eq!(usage, next);
     }
 }
+
+#[test]
+fn node_sets_stay_sorted_across_both_forms() {
+    let name = |i: usize| node(&format!("n{i:03}"));
+    let mut set = NodeSet::default();
+    let mut expected = std::collections::BTreeSet::new();
+    // joins in a scattered order, past the point where the set changes form, and back
+    let order: Vec<usize> = (0..3 * FEW_NODES)
+        .map(|i| (i * 37) % (3 * FEW_NODES))
+        .collect();
+    for &i in &order {
+        set.insert(&name(i));
+        set.insert(&name(i));
+        expected.insert(name(i));
+        assert!(set.iter().eq(expected.iter()));
+        assert_eq!(set.len(), expected.len());
+    }
+    assert!(matches!(set.0, Nodes::Many(_)));
+    for &i in order.iter().rev() {
+        set.remove(&name(i));
+        set.remove(&name(i));
+        expected.remove(&name(i));
+        assert!(set.iter().eq(expected.iter()));
+        assert!(!set.contains(&name(i)));
+        assert!(expected.iter().all(|n| set.contains(n)));
+    }
+    assert!(set.is_empty());
+    assert!(matches!(set.0, Nodes::Few(_)));
+}

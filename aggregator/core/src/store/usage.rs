@@ -12,8 +12,8 @@
 use std::sync::Arc;
 
 use kubepulse_model::{
-    ApplyError, ContainerName, Delta, NodeChange, NodeView, PodKey, PodView, Sample, Timestamp,
-    Window,
+    ApplyError, ContainerName, Delta, Namespace, NodeChange, NodeView, PodKey, PodView, Sample,
+    Timestamp, Window,
 };
 
 /// One node's usage. See the module documentation.
@@ -40,6 +40,29 @@ struct Layout {
     pods: Vec<(PodKey, u32)>,
     /// Every pod's containers, pod after pod.
     containers: Vec<ContainerName>,
+}
+
+/// A node's pod and container names at one moment, without the samples: cheap to keep (it
+/// shares them with the [`PodTable`] it came from).
+#[derive(Clone, Debug, Default)]
+pub struct PodNames(Arc<Layout>);
+
+impl PodNames {
+    /// True when both are the very same names (a pod table keeps its names until a pod or a
+    /// container comes or goes). False says nothing.
+    pub fn same(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+
+    /// The namespaces the pods are in, sorted, each once.
+    pub fn namespaces(&self) -> impl Iterator<Item = &Namespace> {
+        let pods = &self.0.pods;
+        pods.iter()
+            .enumerate()
+            // pods are sorted by namespace: equal namespaces are adjacent
+            .filter(|(i, (k, _))| *i == 0 || pods[i - 1].0.namespace != k.namespace)
+            .map(|(_, (k, _))| &k.namespace)
+    }
 }
 
 /// One pod's containers and their samples, sorted by container name.
@@ -116,6 +139,11 @@ impl PodTable {
     /// Number of containers across all pods.
     pub fn container_count(&self) -> usize {
         self.samples.len()
+    }
+
+    /// The names alone.
+    pub fn names(&self) -> PodNames {
+        PodNames(Arc::clone(&self.layout))
     }
 
     fn pod(&self, i: usize) -> (&PodKey, PodUsage<'_>) {

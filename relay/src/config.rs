@@ -158,7 +158,7 @@ pub struct Config {
     pub batch_interval: Duration,
     /// A batch goes out as soon as this many bytes are pending, and holds no more (one larger
     /// message goes alone). Keep it at most the aggregators' --max-message-bytes.
-    #[arg(long, env = "KUBEPULSE_RELAY_MAX_BATCH_BYTES", default_value_t = 1 << 20, help_heading = "Batching")]
+    #[arg(long, env = "KUBEPULSE_RELAY_MAX_BATCH_BYTES", default_value_t = 256 << 10, help_heading = "Batching")]
     pub max_batch_bytes: usize,
     /// Bytes that may wait for one replica; a replica that falls further behind is disconnected
     /// and, when it connects again, sent every agent's hello and a fresh snapshot. Must hold

@@ -1,6 +1,7 @@
 //! The gRPC ingest: one task per agent stream. It reads the hello, decodes snapshots and
-//! deltas with the stream's dictionary ([`StreamDecoder`], where all wire validation happens),
-//! checks sequence numbers, forwards model updates to the writer over a bounded channel
+//! deltas with the stream's dictionary ([`NodeDecoder`], where all wire validation happens:
+//! a steady delta becomes samples by slot of the node's table, a snapshot the whole table),
+//! checks sequence numbers, forwards the updates to the writer over a bounded channel
 //! (backpressure: a slow writer slows the streams, nothing is dropped), acknowledges, and asks
 //! the agent for a fresh snapshot whenever the two sides may disagree.
 //!
@@ -26,7 +27,7 @@ use kubepulse_aggregator_core::store::{
 use kubepulse_model::{Epoch, Names, NodeName, Seq};
 use kubepulse_proto::v1::ingest_server::Ingest;
 use kubepulse_proto::v1::{self, agent_message, aggregator_message};
-use kubepulse_proto::{Limits, StreamDecoder, WireError};
+use kubepulse_proto::{Limits, NodeDecoder, NodeDelta, WireError};
 use tokio::sync::{mpsc, watch};
 use tonic::{Request, Response, Status, Streaming};
 
@@ -245,7 +246,7 @@ impl IngestService {
         let link = Link {
             node,
             stream,
-            decoder: StreamDecoder::with_names(self.limits, self.names.clone()),
+            decoder: NodeDecoder::with_names(self.limits, self.names.clone()),
             expected: None,
             last_status: None,
             bucket: TokenBucket::new(
@@ -311,7 +312,7 @@ impl IngestService {
 struct Link {
     node: NodeName,
     stream: StreamId,
-    decoder: StreamDecoder,
+    decoder: NodeDecoder,
     /// The last snapshot-or-delta sequence number applied; `None` while a snapshot is awaited.
     expected: Option<Seq>,
     last_status: Option<(bool, String)>,
@@ -342,9 +343,9 @@ impl Link {
             Some(agent_message::Kind::Snapshot(snapshot)) => {
                 telemetry::message_received("snapshot");
                 match self.decoder.snapshot(&snapshot) {
-                    Ok(view) => {
+                    Ok(usage) => {
                         self.expected = Some(seq);
-                        Step::Update(Update::Snapshot(view), Some(seq))
+                        Step::Update(Update::Snapshot(usage), Some(seq))
                     }
                     Err(err @ WireError::TooMany { .. }) => self.over_limit(&err),
                     Err(err) => {
@@ -368,7 +369,11 @@ impl Link {
                 match self.decoder.delta(&delta) {
                     Ok(delta) => {
                         self.expected = Some(seq);
-                        Step::Update(Update::Delta(delta), Some(seq))
+                        let update = match delta {
+                            NodeDelta::Samples(samples) => Update::Samples(samples),
+                            NodeDelta::Reshape(delta, names) => Update::Reshape(delta, names),
+                        };
+                        Step::Update(update, Some(seq))
                     }
                     Err(err @ WireError::TooMany { .. }) => self.over_limit(&err),
                     Err(err) => {

@@ -173,14 +173,26 @@ pub fn message_received(kind: &'static str) {
 /// without samples), for [`update_applied`].
 pub fn newest_sample(update: &Update) -> Option<Timestamp> {
     match update {
-        Update::Snapshot(view) => view
+        Update::Snapshot(usage) => usage
             .pods
-            .values()
-            .flat_map(|p| p.containers.values())
-            .map(|s| s.timestamp)
-            .chain(view.node.map(|s| s.timestamp))
+            .iter()
+            .flat_map(|(_, p)| p.containers())
+            .map(|(_, s)| s.timestamp)
+            .chain(usage.node.map(|s| s.timestamp))
             .max(),
-        Update::Delta(delta) => {
+        Update::Samples(update) => {
+            let node = match update.node {
+                NodeChange::Set(s) => Some(s.timestamp),
+                _ => None,
+            };
+            update
+                .samples
+                .iter()
+                .map(|(_, s)| s.timestamp)
+                .chain(node)
+                .max()
+        }
+        Update::Delta(delta) | Update::Reshape(delta, _) => {
             let node = match delta.node {
                 NodeChange::Set(s) => Some(s.timestamp),
                 _ => None,

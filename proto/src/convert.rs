@@ -339,10 +339,7 @@ impl StreamDecoder {
         };
         for cu in &msg.usages {
             let (key, name) = self.container(cu.container_id)?;
-            let sample = usage_from_wire(
-                cu.usage.as_ref().ok_or(WireError::Usage("missing usage"))?,
-                msg.base_timestamp_ms,
-            )?;
+            let sample = usage_of(cu, msg.base_timestamp_ms)?;
             view.pods
                 .entry(key)
                 .or_default()
@@ -357,12 +354,7 @@ impl StreamDecoder {
     /// ([`kubepulse_model::apply`] refuses what does not fit).
     pub fn delta(&mut self, msg: &v1::Delta) -> Result<Delta, WireError> {
         let mut delta = Delta {
-            node: match (&msg.node, msg.node_cleared) {
-                (Some(u), false) => NodeChange::Set(usage_from_wire(u, msg.base_timestamp_ms)?),
-                (None, true) => NodeChange::Clear,
-                (None, false) => NodeChange::Unchanged,
-                (Some(_), true) => return Err(WireError::Usage("node both set and cleared")),
-            },
+            node: node_change(msg)?,
             ..Delta::default()
         };
         for id in &msg.removed_pods {
@@ -383,10 +375,7 @@ impl StreamDecoder {
         let mut hint = Hint::default();
         for cu in &msg.usages {
             let (key, name) = self.container_near(cu.container_id, &mut hint)?;
-            let sample = usage_from_wire(
-                cu.usage.as_ref().ok_or(WireError::Usage("missing usage"))?,
-                msg.base_timestamp_ms,
-            )?;
+            let sample = usage_of(cu, msg.base_timestamp_ms)?;
             delta.upserts.push((key, name, sample));
         }
         Ok(delta)
@@ -477,6 +466,16 @@ impl StreamDecoder {
     }
 }
 
+/// What a delta does to the node's own usage.
+fn node_change(msg: &v1::Delta) -> Result<NodeChange, WireError> {
+    Ok(match (&msg.node, msg.node_cleared) {
+        (Some(u), false) => NodeChange::Set(usage_from_wire(u, msg.base_timestamp_ms)?),
+        (None, true) => NodeChange::Clear,
+        (None, false) => NodeChange::Unchanged,
+        (Some(_), true) => return Err(WireError::Usage("node both set and cleared")),
+    })
+}
+
 /// Where a message's next lookups are likely to be found in the dictionary.
 #[derive(Default)]
 struct Hint {
@@ -486,6 +485,14 @@ struct Hint {
 
 /// Kubelet timestamps outside ±100 years of the epoch are refused.
 const MAX_ABS_MS: i64 = 100 * 365 * 24 * 3600 * 1000;
+
+/// A container's usage, which must be there.
+fn usage_of(cu: &v1::ContainerUsage, base_ms: i64) -> Result<Sample, WireError> {
+    usage_from_wire(
+        cu.usage.as_ref().ok_or(WireError::Usage("missing usage"))?,
+        base_ms,
+    )
+}
 
 fn usage_from_wire(u: &v1::Usage, base_ms: i64) -> Result<Sample, WireError> {
     if u.window_ns == 0 {
@@ -508,6 +515,10 @@ fn usage_from_wire(u: &v1::Usage, base_ms: i64) -> Result<Sample, WireError> {
         window: Window(u.window_ns),
     })
 }
+
+mod node;
+
+pub use node::{NodeDecoder, NodeDelta};
 
 #[cfg(test)]
 mod tests;

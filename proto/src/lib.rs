@@ -17,4 +17,4 @@ pub mod v1 {
     tonic::include_proto!("kubepulse.v1");
 }
 
-pub use convert::{Limits, StreamDecoder, StreamEncoder, WireError};
+pub use convert::{Limits, NodeDecoder, NodeDelta, StreamDecoder, StreamEncoder, WireError};

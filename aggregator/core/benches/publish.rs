@@ -82,7 +82,7 @@ impl Fleet {
             let pod = view.pods.entry(key).or_default();
             pod.containers.insert(container.clone(), sample(10));
             store
-                .apply(name, stream, Update::Snapshot(view), now)
+                .apply(name, stream, Update::Snapshot(view.into()), now)
                 .unwrap();
         }
         Self {

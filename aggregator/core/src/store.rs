@@ -20,7 +20,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use kubepulse_model::{ApplyError, Delta, Epoch, Namespace, NodeName, NodeView};
+use kubepulse_model::{ApplyError, Delta, Epoch, Namespace, NodeName, SlotSamples};
 
 /// Identifies one ingest stream (unique within the process).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -86,10 +86,15 @@ pub struct PendingContainer {
 /// One update from a stream.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Update {
-    /// A full view: replaces what the node had.
-    Snapshot(NodeView),
+    /// A full table: replaces what the node had.
+    Snapshot(NodeUsage),
     /// Changes since the last snapshot-or-delta of the same stream.
     Delta(Delta),
+    /// A delta that only brings new samples, by slot of the node's table.
+    Samples(SlotSamples),
+    /// A delta that adds or removes pods or containers, and the names the table must have
+    /// after it (later [`Update::Samples`] refer to these very names).
+    Reshape(Delta, PodNames),
     /// The agent's kubelet read status changed or is repeated as a heartbeat. An `ok` status
     /// keeps the node's data fresh.
     Status(ScrapeStatus),
@@ -118,6 +123,10 @@ pub enum StoreError {
         /// what did not fit
         source: ApplyError,
     },
+    /// Samples by slot for names the node's table does not have, or a reshape that did not
+    /// end with the names the stream expected: the two sides disagree, the stream must resync.
+    #[error("update for node {0} does not match the pods and containers held for it")]
+    Names(NodeName),
 }
 
 /// What the store holds for one node, as readers see it.
@@ -360,9 +369,9 @@ impl ClusterStore {
         let e = Arc::make_mut(entry);
         e.last_message_at = now;
         match update {
-            Update::Snapshot(view) => {
+            Update::Snapshot(usage) => {
                 let before = e.view.pods.names();
-                e.view = Arc::new(NodeUsage::from(view));
+                e.view = Arc::new(usage);
                 e.has_data = true;
                 e.fresh_at = now;
                 e.expired_at = None;
@@ -373,24 +382,27 @@ impl ClusterStore {
                     &e.view.pods.names(),
                 );
             }
+            Update::Delta(_) | Update::Reshape(..) | Update::Samples(_) if !e.has_data => {
+                return Err(StoreError::NoSnapshot(node.clone()));
+            }
             Update::Delta(delta) => {
-                if !e.has_data {
-                    return Err(StoreError::NoSnapshot(node.clone()));
-                }
                 let usage = Arc::make_mut(&mut e.view);
-                let before = usage.pods.names();
-                let applied = usage.apply(&delta);
-                // even a delta that fails may have changed the pods: the index follows them
-                reindex(
-                    &mut self.view.namespaces,
-                    node,
-                    &before,
-                    &usage.pods.names(),
-                );
-                applied.map_err(|source| StoreError::Apply {
-                    node: node.clone(),
-                    source,
-                })?;
+                apply_delta(&mut self.view.namespaces, node, usage, &delta)?;
+                e.fresh_at = now;
+            }
+            Update::Reshape(delta, names) => {
+                let usage = Arc::make_mut(&mut e.view);
+                apply_delta(&mut self.view.namespaces, node, usage, &delta)?;
+                if !usage.adopt(&names) {
+                    return Err(StoreError::Names(node.clone()));
+                }
+                e.fresh_at = now;
+            }
+            Update::Samples(samples) => {
+                // the names stay: the namespace index has nothing to follow
+                if !Arc::make_mut(&mut e.view).write(&samples) {
+                    return Err(StoreError::Names(node.clone()));
+                }
                 e.fresh_at = now;
             }
             Update::Status(status) => {
@@ -543,6 +555,23 @@ fn reschedule(
     checks.insert((at, old.1));
 }
 
+/// Applies `delta` to `node`'s `usage`, keeping the namespace index in step.
+fn apply_delta(
+    index: &mut imbl::OrdMap<Namespace, NodeSet>,
+    node: &NodeName,
+    usage: &mut NodeUsage,
+    delta: &Delta,
+) -> Result<(), StoreError> {
+    let before = usage.pods.names();
+    let applied = usage.apply(delta);
+    // even a delta that fails may have changed the pods: the index follows them
+    reindex(index, node, &before, &usage.pods.names());
+    applied.map_err(|source| StoreError::Apply {
+        node: node.clone(),
+        source,
+    })
+}
+
 /// Brings the namespace index up to date with `node`'s pods, which were `before` and are
 /// now `after`.
 fn reindex(
@@ -573,9 +602,7 @@ fn reindex(
     }
 }
 
-mod usage;
-
-pub use usage::{NodeUsage, PodNames, PodTable, PodUsage};
+pub use kubepulse_model::{NodeUsage, PodNames, PodTable, PodUsage};
 
 #[cfg(test)]
 mod tests;

@@ -55,7 +55,7 @@ fn state() -> AppState {
             sample(181_878_321, 247_603_200),
         );
     store
-        .apply(&node, StreamId(1), Update::Snapshot(view), now)
+        .apply(&node, StreamId(1), Update::Snapshot(view.into()), now)
         .unwrap();
     let published = Published::new();
     published.publish(store.publish());

@@ -6,9 +6,11 @@
 //!
 //! Only the workspace crates and `prost` are used here, never `libfuzzer-sys`.
 
-use kubepulse_model::{NodeView, apply, diff};
+use std::sync::Arc;
+
+use kubepulse_model::{NodeUsage, NodeView, apply, diff};
 use kubepulse_proto::v1::{self, agent_message};
-use kubepulse_proto::{Limits, StreamDecoder, StreamEncoder};
+use kubepulse_proto::{Limits, NodeDecoder, NodeDelta, StreamDecoder, StreamEncoder};
 use prost::Message as _;
 
 /// Small limits, so inputs can cross them.
@@ -27,11 +29,16 @@ pub const MAX_MESSAGES: usize = 256;
 /// - no input panics the decoder or `apply`;
 /// - an accepted view stays within [`LIMITS`], holds no empty pod and no zero window;
 /// - an accepted snapshot re-encodes (`StreamEncoder`) to a message that decodes to the same
-///   view, and `apply(prev, diff(prev, next)) == next` between consecutive views.
+///   view, and `apply(prev, diff(prev, next)) == next` between consecutive views;
+/// - the aggregator's path — a `NodeDecoder` and the node's table (`NodeUsage`) taking its
+///   samples by slot and its reshapes — accepts exactly what the model's path accepts and
+///   holds the same view.
 pub fn stream(data: &[u8]) {
     let mut buf = data;
     let mut decoder = StreamDecoder::new(LIMITS);
     let mut view: Option<NodeView> = None;
+    let mut node = NodeDecoder::with_names(LIMITS, Arc::default());
+    let mut table: Option<NodeUsage> = None;
     for _ in 0..MAX_MESSAGES {
         if buf.is_empty() {
             break;
@@ -42,6 +49,9 @@ pub fn stream(data: &[u8]) {
         match msg.kind {
             Some(agent_message::Kind::Snapshot(snapshot)) => match decoder.snapshot(&snapshot) {
                 Ok(next) => {
+                    let held = node.snapshot(&snapshot).expect("the node decoder agrees");
+                    assert_eq!(held, next, "the node decoder's table differs");
+                    table = Some(held);
                     check_view(&next);
                     check_snapshot_round_trip(&next);
                     if let Some(prev) = &view {
@@ -51,7 +61,14 @@ pub fn stream(data: &[u8]) {
                     }
                     view = Some(next);
                 }
-                Err(_) => view = None,
+                Err(_) => {
+                    assert!(
+                        node.snapshot(&snapshot).is_err(),
+                        "the node decoder accepts"
+                    );
+                    view = None;
+                    table = None;
+                }
             },
             Some(agent_message::Kind::Delta(delta)) => {
                 let Some(current) = view.as_mut() else {
@@ -61,9 +78,28 @@ pub fn stream(data: &[u8]) {
                     .delta(&delta)
                     .map_err(|e| e.to_string())
                     .and_then(|d| apply(current, &d).map_err(|e| e.to_string()));
+                let held = table.as_mut().expect("a table beside every view");
+                let taken = match node.delta(&delta) {
+                    Ok(NodeDelta::Samples(samples)) => held.write(&samples),
+                    Ok(NodeDelta::Reshape(delta, names)) => {
+                        held.apply(&delta).is_ok() && held.adopt(&names)
+                    }
+                    Err(_) => false,
+                };
+                assert_eq!(
+                    taken,
+                    applied.is_ok(),
+                    "the node path disagrees: {applied:?}"
+                );
                 match applied {
-                    Ok(()) => check_view(current),
-                    Err(_) => view = None,
+                    Ok(()) => {
+                        check_view(current);
+                        assert_eq!(held, current, "the node path's table differs");
+                    }
+                    Err(_) => {
+                        view = None;
+                        table = None;
+                    }
                 }
             }
             _ => {}
@@ -154,7 +190,8 @@ pub fn seeds() -> Vec<(&'static str, Vec<u8>)> {
 
     let mut seeds = Vec::new();
 
-    // snapshot, then deltas that change, add, remove a container, remove a pod, clear the node
+    // snapshot, then deltas that change, add, remove a container, remove a pod, clear the
+    // node, then only change samples
     let mut enc = StreamEncoder::new();
     let v0 = view(3, 1_700_000_000_000);
     let mut view1 = v0.clone();
@@ -179,6 +216,16 @@ pub fn seeds() -> Vec<(&'static str, Vec<u8>)> {
         .remove(&container("sidecar"));
     view2.pods.remove(&pod("default", "pod-2"));
     view2.node = None;
+    // the same pods and containers with new samples: samples by slot on the aggregator's path
+    let mut view3 = view2.clone();
+    for (i, s) in view3
+        .pods
+        .values_mut()
+        .flat_map(|p| p.containers.values_mut())
+        .enumerate()
+    {
+        *s = sample(2000 + i as u64, 1_700_000_002_000);
+    }
     let mut steady = hello.clone();
     steady.extend(frame(0, agent_message::Kind::Snapshot(enc.snapshot(&v0))));
     steady.extend(frame(
@@ -190,6 +237,10 @@ pub fn seeds() -> Vec<(&'static str, Vec<u8>)> {
         agent_message::Kind::Delta(enc.delta(&diff(&view1, &view2))),
     ));
     steady.extend(frame(
+        3,
+        agent_message::Kind::Delta(enc.delta(&diff(&view2, &view3))),
+    ));
+    steady.extend(frame(
         2,
         agent_message::Kind::Status(v1::ScrapeStatus {
             ok: true,
@@ -198,7 +249,7 @@ pub fn seeds() -> Vec<(&'static str, Vec<u8>)> {
     ));
     // a resync: a second snapshot restarts the dictionary
     steady.extend(frame(
-        3,
+        4,
         agent_message::Kind::Snapshot(enc.snapshot(&view1)),
     ));
     seeds.push(("seed-steady", steady));

@@ -13,11 +13,13 @@ pub mod delta;
 pub mod duration;
 pub mod key;
 pub mod session;
+pub mod table;
 pub mod usage;
 pub mod view;
 
 pub use delta::{ApplyError, Delta, NodeChange, apply, diff};
 pub use key::{ContainerName, KeyError, Names, Namespace, NodeName, PodKey, PodName};
 pub use session::{Epoch, Seq};
+pub use table::{NodeUsage, PodNames, PodTable, PodUsage, SlotSamples};
 pub use usage::{Sample, Timestamp, Usage, Window};
 pub use view::{NodeView, PodView};

@@ -4,7 +4,7 @@ use prost::Message;
 
 use super::*;
 
-fn sample(cpu: u64, mem: u64, ts_ns: i64) -> Sample {
+pub(crate) fn sample(cpu: u64, mem: u64, ts_ns: i64) -> Sample {
     Sample {
         usage: Usage {
             cpu_nanocores: cpu,
@@ -15,7 +15,7 @@ fn sample(cpu: u64, mem: u64, ts_ns: i64) -> Sample {
     }
 }
 
-fn arb_view() -> impl Strategy<Value = NodeView> {
+pub(crate) fn arb_view() -> impl Strategy<Value = NodeView> {
     let arb_sample = (
         0u64..5_000_000_000,
         0u64..1 << 40,

@@ -93,7 +93,7 @@ impl World {
     /// Opens a stream for `n` at `at` and sends a snapshot with `pods` and a node sample.
     fn report(&mut self, n: &str, pods: &[&str], at: u64) {
         self.open(n, at);
-        self.update(n, Update::Snapshot(view(pods)), at);
+        self.update(n, Update::Snapshot(view(pods).into()), at);
         self.update(n, Update::Status(ok_status()), at);
     }
 
@@ -486,7 +486,7 @@ fn node_explanations() {
 
     // connected, node usage held back
     w.open("n3", 0);
-    w.update("n3", Update::Snapshot(NodeView::default()), 0);
+    w.update("n3", Update::Snapshot(NodeView::default().into()), 0);
     let mut status = ok_status();
     status.node_pending = "waiting_for_second_sample".into();
     w.update("n3", Update::Status(status), 0);

@@ -51,7 +51,7 @@ fn cluster() -> ClusterView {
                 .insert(ContainerName::new("proxy").unwrap(), sample(5, 1000));
         }
         store
-            .apply(&name, StreamId(stream), Update::Snapshot(v), t0)
+            .apply(&name, StreamId(stream), Update::Snapshot(v.into()), t0)
             .unwrap();
     }
     store.publish()

@@ -1,4 +1,6 @@
-use kubepulse_model::{ContainerName, PodKey, Sample, Timestamp, Usage, Window};
+use kubepulse_model::{
+    ContainerName, NodeChange, NodeView, PodKey, Sample, Timestamp, Usage, Window,
+};
 use proptest::prelude::*;
 
 use super::*;
@@ -44,7 +46,7 @@ fn snapshot_then_delta_then_publish() {
         .apply(
             &node("a"),
             StreamId(1),
-            Update::Snapshot(view_with("p", 5)),
+            Update::Snapshot(view_with("p", 5).into()),
             t0,
         )
         .unwrap();
@@ -58,6 +60,72 @@ fn snapshot_then_delta_then_publish() {
     assert!(v.has_data());
 }
 
+/// Samples by slot land only on the very names they were decoded against; a reshape makes
+/// the table take the names it brings, and refuses names that differ from its result.
+#[test]
+fn samples_by_slot_need_the_names_they_refer_to() {
+    let t0 = Instant::now();
+    let mut store = ClusterStore::new(StoreConfig::default());
+    store.open_stream(node("a"), StreamId(1), info(1), t0);
+    let first: NodeUsage = view_with("p", 5).into();
+    let names = first.pods.names();
+    let apply = |store: &mut ClusterStore, update| store.apply(&node("a"), StreamId(1), update, t0);
+    let samples = |names: &PodNames, cpu| {
+        let s = view_with("p", cpu)
+            .pods
+            .values()
+            .next()
+            .unwrap()
+            .containers
+            .values()
+            .next()
+            .copied();
+        Update::Samples(SlotSamples {
+            names: names.clone(),
+            node: NodeChange::Unchanged,
+            samples: vec![(0, s.unwrap())],
+        })
+    };
+    assert_eq!(
+        apply(&mut store, samples(&names, 6)),
+        Err(StoreError::NoSnapshot(node("a")))
+    );
+    apply(&mut store, Update::Snapshot(first)).unwrap();
+    let published = store.publish();
+    apply(&mut store, samples(&names, 6)).unwrap();
+    assert_eq!(*store.publish().nodes[&node("a")].view, view_with("p", 6));
+    // the view published before keeps its samples
+    assert_eq!(*published.nodes[&node("a")].view, view_with("p", 5));
+    // equal names are not the same names
+    let equal = NodeUsage::from(view_with("p", 1)).pods.names();
+    assert_eq!(
+        apply(&mut store, samples(&equal, 7)),
+        Err(StoreError::Names(node("a")))
+    );
+    // a slot out of range is refused as a whole
+    let Update::Samples(mut bad) = samples(&names, 8) else {
+        unreachable!()
+    };
+    bad.samples.push((1, bad.samples[0].1));
+    assert_eq!(
+        apply(&mut store, Update::Samples(bad)),
+        Err(StoreError::Names(node("a")))
+    );
+    assert_eq!(*store.publish().nodes[&node("a")].view, view_with("p", 6));
+    // a reshape to "q": the table adopts the names given, and samples for them land
+    let delta = kubepulse_model::diff(&view_with("p", 6), &view_with("q", 9));
+    let after = NodeUsage::from(view_with("q", 0)).pods.names();
+    apply(&mut store, Update::Reshape(delta.clone(), after.clone())).unwrap();
+    apply(&mut store, samples(&after, 10)).unwrap();
+    assert_eq!(*store.publish().nodes[&node("a")].view, view_with("q", 10));
+    // names that are not the delta's result are refused
+    let back = kubepulse_model::diff(&view_with("q", 10), &view_with("p", 1));
+    assert_eq!(
+        apply(&mut store, Update::Reshape(back, after)),
+        Err(StoreError::Names(node("a")))
+    );
+}
+
 #[test]
 fn only_the_newest_stream_of_a_node_reports() {
     let t0 = Instant::now();
@@ -68,7 +136,7 @@ fn only_the_newest_stream_of_a_node_reports() {
         .apply(
             &node("a"),
             StreamId(1),
-            Update::Snapshot(view_with("p", 1)),
+            Update::Snapshot(view_with("p", 1).into()),
             t0,
         )
         .unwrap_err();
@@ -98,7 +166,7 @@ fn data_is_kept_until_the_ttl_then_dropped() {
         .apply(
             &node("a"),
             StreamId(1),
-            Update::Snapshot(view_with("p", 1)),
+            Update::Snapshot(view_with("p", 1).into()),
             t0,
         )
         .unwrap();
@@ -136,7 +204,7 @@ fn heartbeats_keep_data_fresh_and_closed_nodes_are_forgotten() {
         .apply(
             &node("a"),
             StreamId(1),
-            Update::Snapshot(view_with("p", 1)),
+            Update::Snapshot(view_with("p", 1).into()),
             t0,
         )
         .unwrap();
@@ -250,13 +318,18 @@ fn namespace_index_follows_pods() {
     }
     let first = view_of(&[("ns1", "p", &["c"]), ("ns2", "q", &["c"])]);
     store
-        .apply(&node("a"), StreamId(1), Update::Snapshot(first.clone()), t0)
+        .apply(
+            &node("a"),
+            StreamId(1),
+            Update::Snapshot(first.clone().into()),
+            t0,
+        )
         .unwrap();
     store
         .apply(
             &node("b"),
             StreamId(2),
-            Update::Snapshot(view_of(&[("ns1", "r", &["c"])])),
+            Update::Snapshot(view_of(&[("ns1", "r", &["c"])]).into()),
             t0,
         )
         .unwrap();
@@ -415,7 +488,7 @@ proptest! {
                 }
                 Op::Snapshot(n, _) | Op::Delta(n, _) | Op::BadDelta(n) | Op::Status(n, _) => {
                     let update = match op {
-                        Op::Snapshot(_, pods) => Update::Snapshot(pods_view(pods, i as u64)),
+                        Op::Snapshot(_, pods) => Update::Snapshot(pods_view(pods, i as u64).into()),
                         Op::Delta(_, pods) => {
                             let held = a
                                 .publish()
@@ -458,7 +531,7 @@ proptest! {
         let mut c = ClusterStore::new(config);
         for (k, (n, e)) in va.nodes.iter().filter(|(_, e)| e.has_data).enumerate() {
             c.open_stream(n.clone(), StreamId(k as u64), info(1), now);
-            c.apply(n, StreamId(k as u64), Update::Snapshot(e.view.to_view()), now).unwrap();
+            c.apply(n, StreamId(k as u64), Update::Snapshot(e.view.to_view().into()), now).unwrap();
         }
         let vc = c.publish();
         let usage = |v: &ClusterView| -> Vec<(NodeName, NodeUsage)> {

@@ -1,4 +1,4 @@
-//! One node's usage as the store holds it: the same content as a [`NodeView`], laid out so
+//! One node's usage as the aggregator's store holds it: the same content as a [`NodeView`], laid out so
 //! that the common update — new samples for the containers the node already reports — copies
 //! one flat vector.
 //!
@@ -11,10 +11,32 @@
 
 use std::sync::Arc;
 
-use kubepulse_model::{
+use crate::{
     ApplyError, ContainerName, Delta, Namespace, NodeChange, NodeView, PodKey, PodView, Sample,
-    Timestamp, Window,
+    Timestamp, Usage, Window,
 };
+
+/// A sample standing in where only the names matter ([`PodNames::after`]).
+const PLACEHOLDER: Sample = Sample {
+    usage: Usage {
+        cpu_nanocores: 0,
+        memory_bytes: 0,
+    },
+    timestamp: Timestamp(0),
+    window: Window(0),
+};
+
+/// New samples for containers a node already reports, each by its slot in the node's
+/// [`PodTable`] (see [`NodeUsage::write`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SlotSamples {
+    /// The names the slots refer to.
+    pub names: PodNames,
+    /// The node's own usage.
+    pub node: NodeChange,
+    /// (slot, sample), in the order received.
+    pub samples: Vec<(u32, Sample)>,
+}
 
 /// One node's usage. See the module documentation.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -44,7 +66,7 @@ struct Layout {
 
 /// A node's pod and container names at one moment, without the samples: cheap to keep (it
 /// shares them with the [`PodTable`] it came from).
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct PodNames(Arc<Layout>);
 
 impl PodNames {
@@ -52,6 +74,62 @@ impl PodNames {
     /// container comes or goes). False says nothing.
     pub fn same(&self, other: &Self) -> bool {
         Arc::ptr_eq(&self.0, &other.0)
+    }
+
+    /// Number of pods.
+    pub fn len(&self) -> usize {
+        self.0.pods.len()
+    }
+
+    /// True without pods.
+    pub fn is_empty(&self) -> bool {
+        self.0.pods.is_empty()
+    }
+
+    /// Number of containers (of samples in the matching [`PodTable`]).
+    pub fn container_count(&self) -> usize {
+        self.0.containers.len()
+    }
+
+    /// The index of pod `key`, if it is there.
+    pub fn pod_index(&self, key: &PodKey) -> Option<usize> {
+        self.0.position(key).ok()
+    }
+
+    /// The pod at `index` (from [`PodNames::pod_index`] or [`PodNames::container`]).
+    pub fn pod(&self, index: usize) -> Option<&PodKey> {
+        self.0.pods.get(index).map(|(k, _)| k)
+    }
+
+    /// The slot of `key`'s container `name`: where its sample is in the [`PodTable`].
+    pub fn slot(&self, key: &PodKey, name: &ContainerName) -> Option<usize> {
+        self.0.slot(key, name)
+    }
+
+    /// The pod index and name of the container in `slot`.
+    pub fn container(&self, slot: usize) -> Option<(usize, &ContainerName)> {
+        let name = self.0.containers.get(slot)?;
+        let pod = self
+            .0
+            .pods
+            .partition_point(|(_, end)| *end as usize <= slot);
+        Some((pod, name))
+    }
+
+    /// The names a view would have after `delta`, with the error [`crate::apply`] gives a
+    /// view with these names. It builds a view of them (with placeholder samples) on the way:
+    /// meant for the rare delta that adds or removes a pod or container.
+    pub fn after(&self, delta: &Delta) -> Result<PodNames, ApplyError> {
+        let mut view = NodeUsage {
+            node: None,
+            pods: PodTable {
+                layout: Arc::clone(&self.0),
+                samples: vec![PLACEHOLDER; self.0.containers.len()],
+            },
+        }
+        .to_view();
+        crate::apply(&mut view, delta)?;
+        Ok(NodeUsage::from(view).pods.names())
     }
 
     /// The namespaces the pods are in, sorted, each once.
@@ -197,7 +275,7 @@ impl<'a> PodUsage<'a> {
     }
 
     /// The pod's timestamp and window: those of the container whose timestamp is earliest
-    /// (as [`kubepulse_model::PodView::timestamp_window`]).
+    /// (as [`crate::PodView::timestamp_window`]).
     pub fn timestamp_window(self) -> Option<(Timestamp, Window)> {
         self.samples
             .iter()
@@ -227,7 +305,7 @@ impl NodeUsage {
         }
     }
 
-    /// Applies `delta` exactly as [`kubepulse_model::apply`] applies it to a [`NodeView`],
+    /// Applies `delta` exactly as [`crate::apply`] applies it to a [`NodeView`],
     /// with the same errors. On error the usage may be partly changed; the caller discards it.
     ///
     /// A delta that only brings new samples for held containers writes them in place; one
@@ -253,9 +331,40 @@ impl NodeUsage {
             }
         }
         let mut view = self.to_view();
-        let applied = kubepulse_model::apply(&mut view, delta);
+        let applied = crate::apply(&mut view, delta);
         *self = Self::from(view);
         applied
+    }
+
+    /// Writes the update's samples and the node's change when the table's names are the
+    /// very names the update refers to ([`PodNames::same`]) and every slot is in range. Nothing is
+    /// written otherwise, and the answer is false.
+    pub fn write(&mut self, update: &SlotSamples) -> bool {
+        let table = &mut self.pods;
+        let samples = &update.samples;
+        if !Arc::ptr_eq(&table.layout, &update.names.0)
+            || samples
+                .iter()
+                .any(|(slot, _)| *slot as usize >= table.samples.len())
+        {
+            return false;
+        }
+        for (slot, s) in samples {
+            table.samples[*slot as usize] = *s;
+        }
+        self.set_node(&update.node);
+        true
+    }
+
+    /// Takes `names` as the table's own when they equal its names (afterwards
+    /// [`NodeUsage::write`] accepts them); false when they differ.
+    pub fn adopt(&mut self, names: &PodNames) -> bool {
+        let table = &mut self.pods;
+        if *table.layout != *names.0 {
+            return false;
+        }
+        table.layout = Arc::clone(&names.0);
+        true
     }
 
     fn set_node(&mut self, change: &NodeChange) {

@@ -174,13 +174,24 @@ impl Relay<'_> {
     }
 }
 
-/// The relay's batching and bounds at its flag defaults.
+/// The relay's batching and bounds: its flag defaults, or with the relay flags in
+/// `KUBEPULSE_BENCH_RELAY_FLAGS` (whitespace-separated, e.g. `--batch-interval=100ms`), parsed
+/// and checked as the relay parses its own.
 fn relay_defaults() -> anyhow::Result<HubConfig> {
     use clap::Parser as _;
-    let config = kubepulse_relay::config::Config::try_parse_from([
-        "kubepulse-relay",
-        "--aggregator-endpoints=127.0.0.1:1",
-    ])?;
+    let extra = std::env::var("KUBEPULSE_BENCH_RELAY_FLAGS").unwrap_or_default();
+    let config = kubepulse_relay::config::Config::try_parse_from(
+        ["kubepulse-relay", "--aggregator-endpoints=127.0.0.1:1"]
+            .into_iter()
+            .chain(extra.split_whitespace()),
+    )?;
+    config
+        .validate()
+        .map_err(|problems| anyhow::anyhow!("relay flags: {}", problems.join("; ")))?;
+    static SAID: std::sync::Once = std::sync::Once::new();
+    if !extra.is_empty() {
+        SAID.call_once(|| eprintln!("simulated relays with {extra}"));
+    }
     Ok(config.hub())
 }
 

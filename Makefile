@@ -61,7 +61,7 @@ doc:
 	RUSTDOCFLAGS=-Dwarnings $(CARGO) doc --workspace --no-deps --locked
 
 bench:
-	$(CARGO) bench --locked -p kubepulse-agent-core -p kubepulse-aggregator-core -p kubepulse-relay-core
+	$(CARGO) bench --locked -p kubepulse-proto -p kubepulse-agent-core -p kubepulse-aggregator-core -p kubepulse-relay-core
 
 ## Scale benchmark (BENCHMARKS.md): the release aggregator in its own process, one gRPC stream
 ## per simulated node. NODES, PODS_PER_NODE, INTERVAL, DURATION; STREAMS_PER_CONNECTION > 1

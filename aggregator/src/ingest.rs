@@ -371,7 +371,7 @@ impl Link {
                         self.expected = Some(seq);
                         let update = match delta {
                             NodeDelta::Samples(samples) => Update::Samples(samples),
-                            NodeDelta::Reshape(delta, names) => Update::Reshape(delta, names),
+                            NodeDelta::Reshape(reshape) => Update::Reshape(reshape),
                         };
                         Step::Update(update, Some(seq))
                     }

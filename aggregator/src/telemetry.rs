@@ -9,7 +9,7 @@
 use std::time::SystemTime;
 
 use kubepulse_aggregator_core::store::Update;
-use kubepulse_model::{NodeChange, NodeName, Timestamp};
+use kubepulse_model::{NodeChange, NodeName, Reshape, Timestamp};
 
 use crate::metrics;
 
@@ -192,7 +192,7 @@ pub fn newest_sample(update: &Update) -> Option<Timestamp> {
                 .chain(node)
                 .max()
         }
-        Update::Delta(delta) | Update::Reshape(delta, _) => {
+        Update::Delta(delta) | Update::Reshape(Reshape { delta, .. }) => {
             let node = match delta.node {
                 NodeChange::Set(s) => Some(s.timestamp),
                 _ => None,

@@ -20,7 +20,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use kubepulse_model::{ApplyError, Delta, Epoch, Namespace, NodeName, SlotSamples};
+use kubepulse_model::{ApplyError, Delta, Epoch, Namespace, NodeName, Reshape, SlotSamples};
 
 /// Identifies one ingest stream (unique within the process).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -92,9 +92,9 @@ pub enum Update {
     Delta(Delta),
     /// A delta that only brings new samples, by slot of the node's table.
     Samples(SlotSamples),
-    /// A delta that adds or removes pods or containers, and the names the table must have
-    /// after it (later [`Update::Samples`] refer to these very names).
-    Reshape(Delta, PodNames),
+    /// A delta that adds or removes pods or containers, decoded against the table's names,
+    /// with the names the table has after it (later [`Update::Samples`] refer to these).
+    Reshape(Reshape),
     /// The agent's kubelet read status changed or is repeated as a heartbeat. An `ok` status
     /// keeps the node's data fresh.
     Status(ScrapeStatus),
@@ -123,8 +123,8 @@ pub enum StoreError {
         /// what did not fit
         source: ApplyError,
     },
-    /// Samples by slot for names the node's table does not have, or a reshape that did not
-    /// end with the names the stream expected: the two sides disagree, the stream must resync.
+    /// Samples by slot or a reshape decoded against names the node's table does not have:
+    /// the two sides disagree, the stream must resync.
     #[error("update for node {0} does not match the pods and containers held for it")]
     Names(NodeName),
 }
@@ -390,12 +390,18 @@ impl ClusterStore {
                 apply_delta(&mut self.view.namespaces, node, usage, &delta)?;
                 e.fresh_at = now;
             }
-            Update::Reshape(delta, names) => {
+            Update::Reshape(reshape) => {
                 let usage = Arc::make_mut(&mut e.view);
-                apply_delta(&mut self.view.namespaces, node, usage, &delta)?;
-                if !usage.adopt(&names) {
+                let before = usage.pods.names();
+                if !usage.reshape(&reshape) {
                     return Err(StoreError::Names(node.clone()));
                 }
+                reindex(
+                    &mut self.view.namespaces,
+                    node,
+                    &before,
+                    &usage.pods.names(),
+                );
                 e.fresh_at = now;
             }
             Update::Samples(samples) => {

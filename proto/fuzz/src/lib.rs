@@ -81,9 +81,7 @@ pub fn stream(data: &[u8]) {
                 let held = table.as_mut().expect("a table beside every view");
                 let taken = match node.delta(&delta) {
                     Ok(NodeDelta::Samples(samples)) => held.write(&samples),
-                    Ok(NodeDelta::Reshape(delta, names)) => {
-                        held.apply(&delta).is_ok() && held.adopt(&names)
-                    }
+                    Ok(NodeDelta::Reshape(reshape)) => held.reshape(&reshape),
                     Err(_) => false,
                 };
                 assert_eq!(

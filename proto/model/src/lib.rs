@@ -20,6 +20,6 @@ pub mod view;
 pub use delta::{ApplyError, Delta, NodeChange, apply, diff};
 pub use key::{ContainerName, KeyError, Names, Namespace, NodeName, PodKey, PodName};
 pub use session::{Epoch, Seq};
-pub use table::{NodeUsage, PodNames, PodTable, PodUsage, SlotSamples};
+pub use table::{NodeUsage, PodNames, PodTable, PodUsage, Reshape, SlotSamples};
 pub use usage::{Sample, Timestamp, Usage, Window};
 pub use view::{NodeView, PodView};

@@ -1,11 +1,11 @@
-//! One node's usage as the aggregator's store holds it: the same content as a [`NodeView`], laid out so
-//! that the common update — new samples for the containers the node already reports — copies
-//! one flat vector.
+//! One node's usage as the aggregator's store holds it: the same content as a [`NodeView`],
+//! laid out so that the common update — new samples for the containers the node already
+//! reports — writes one flat vector.
 //!
 //! A node's pods and containers (names, order) change rarely; their samples change every
-//! kubelet read. So the names live in a [`Layout`] behind an `Arc`, shared by every version
-//! of the node's usage until a pod or container comes or goes, and the samples live in one
-//! vector parallel to the layout's containers. A delta that only updates samples copies that
+//! kubelet read. So the names live in a layout ([`PodNames`]) behind an `Arc`, shared by every
+//! version of the node's usage until a pod or container comes or goes, and the samples live in
+//! one vector parallel to the layout's containers. A delta that only updates samples copies that
 //! vector (one allocation) when a published view still holds the previous version; a delta
 //! that changes the layout builds a new one.
 
@@ -25,6 +25,19 @@ const PLACEHOLDER: Sample = Sample {
     timestamp: Timestamp(0),
     window: Window(0),
 };
+
+/// A delta that adds or removes pods or containers, decoded against the node's names
+/// `before`, with the names it leads to (`after`, from [`PodNames::after`]); see
+/// [`NodeUsage::reshape`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Reshape {
+    /// The names the delta was decoded against.
+    pub before: PodNames,
+    /// The delta.
+    pub delta: Delta,
+    /// The names after it.
+    pub after: PodNames,
+}
 
 /// New samples for containers a node already reports, each by its slot in the node's
 /// [`PodTable`] (see [`NodeUsage::write`]).
@@ -356,14 +369,54 @@ impl NodeUsage {
         true
     }
 
-    /// Takes `names` as the table's own when they equal its names (afterwards
-    /// [`NodeUsage::write`] accepts them); false when they differ.
-    pub fn adopt(&mut self, names: &PodNames) -> bool {
-        let table = &mut self.pods;
-        if *table.layout != *names.0 {
+    /// Takes a [`Reshape`] when the table's names are the very names it was decoded against:
+    /// each container the table keeps carries its sample to its slot in the new names, the
+    /// delta's samples are written, the node's change is set, and the new names become the
+    /// table's. False, with nothing changed, when the names are not the same or a container of
+    /// the new names would have no sample (the two sides disagree: the stream must resync).
+    ///
+    /// Both name tables are sorted the same way, so carrying is one merge walk, with no view
+    /// built and no name looked up but the delta's own.
+    pub fn reshape(&mut self, reshape: &Reshape) -> bool {
+        let old = &self.pods.layout;
+        if !Arc::ptr_eq(old, &reshape.before.0) {
             return false;
         }
-        table.layout = Arc::clone(&names.0);
+        let new = &reshape.after.0;
+        let mut samples: Vec<Option<Sample>> = vec![None; new.containers.len()];
+        let mut from = 0;
+        for (pod, (key, _)) in new.pods.iter().enumerate() {
+            from += old.pods[from..].partition_point(|(k, _)| k < key);
+            let Some((held, _)) = old.pods.get(from) else {
+                break;
+            };
+            if held != key {
+                continue;
+            }
+            let (was, now) = (old.range(from), new.range(pod));
+            let mut at = was.start;
+            for slot in now {
+                let name = &new.containers[slot];
+                at += old.containers[at..was.end].partition_point(|c| c < name);
+                if at < was.end && old.containers[at] == *name {
+                    samples[slot] = Some(self.pods.samples[at]);
+                }
+            }
+        }
+        for (key, c, s) in &reshape.delta.upserts {
+            match new.slot(key, c) {
+                Some(slot) => samples[slot] = Some(*s),
+                None => return false,
+            }
+        }
+        let Some(samples) = samples.into_iter().collect::<Option<Vec<_>>>() else {
+            return false;
+        };
+        self.pods = PodTable {
+            layout: Arc::clone(new),
+            samples,
+        };
+        self.set_node(&reshape.delta.node);
         true
     }
 

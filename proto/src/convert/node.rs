@@ -13,7 +13,7 @@
 
 use std::sync::Arc;
 
-use kubepulse_model::{ContainerName, Delta, Names, NodeUsage, PodKey, PodNames, SlotSamples};
+use kubepulse_model::{ContainerName, Names, NodeUsage, PodKey, PodNames, Reshape, SlotSamples};
 
 use super::{IdMap, Limits, StreamDecoder, WireError, node_change, usage_of};
 use crate::v1;
@@ -40,9 +40,10 @@ pub struct NodeDecoder {
 pub enum NodeDelta {
     /// New samples for containers the node reports.
     Samples(SlotSamples),
-    /// A delta that adds or removes pods or containers, and the names the table has after
-    /// it (the table takes these very names: later samples refer to them).
-    Reshape(Delta, PodNames),
+    /// A delta that adds or removes pods or containers, with the names it was decoded
+    /// against and the names the table has after it (the table takes these very names:
+    /// later samples refer to them).
+    Reshape(Reshape),
 }
 
 impl NodeDecoder {
@@ -109,12 +110,17 @@ impl NodeDecoder {
     fn reshape(&mut self, msg: &v1::Delta) -> Result<NodeDelta, WireError> {
         self.inflate();
         let delta = self.inner.delta(msg)?;
-        let names = self
+        let after = self
             .names
             .after(&delta)
             .map_err(|e| WireError::Apply(e.to_string()))?;
-        self.compact(names.clone());
-        Ok(NodeDelta::Reshape(delta, names))
+        let before = std::mem::take(&mut self.names);
+        self.compact(after.clone());
+        Ok(NodeDelta::Reshape(Reshape {
+            before,
+            delta,
+            after,
+        }))
     }
 
     /// Rebuilds the full dictionary of [`StreamDecoder`] from the tables and the names.
@@ -209,7 +215,7 @@ fn pods_key<'a>(
 
 #[cfg(test)]
 mod tests {
-    use kubepulse_model::{NodeView, diff};
+    use kubepulse_model::{Delta, NodeView, diff};
     use prost::Message;
 
     use super::*;
@@ -235,10 +241,9 @@ mod tests {
                 let wire = enc.delta(&diff(&prev, &v)).encode_to_vec();
                 match dec.delta(&v1::Delta::decode(&*wire).unwrap()).unwrap() {
                     NodeDelta::Samples(s) => prop_assert!(table.write(&s)),
-                    NodeDelta::Reshape(d, names) => {
+                    NodeDelta::Reshape(r) => {
                         prop_assert!(!same_names, "same names decode to samples by slot");
-                        table.apply(&d).unwrap();
-                        prop_assert!(table.adopt(&names));
+                        prop_assert!(table.reshape(&r));
                     }
                 }
                 prop_assert_eq!(&table, &v);
@@ -305,11 +310,11 @@ mod tests {
             }],
             ..Default::default()
         };
-        let NodeDelta::Reshape(d, names) = dec.delta(&define).unwrap() else {
+        let NodeDelta::Reshape(r) = dec.delta(&define).unwrap() else {
             panic!("definitions reshape");
         };
-        assert_eq!(d, Delta::default());
-        assert!(names.is_empty());
+        assert_eq!(r.delta, Delta::default());
+        assert!(r.after.is_empty());
         assert_eq!(
             (dec.pending_pods.len(), dec.pending_containers.len()),
             (1, 1)
@@ -324,11 +329,11 @@ mod tests {
             }],
             ..Default::default()
         };
-        let NodeDelta::Reshape(d, names) = dec.delta(&first).unwrap() else {
+        let NodeDelta::Reshape(r) = dec.delta(&first).unwrap() else {
             panic!("a first sample reshapes");
         };
-        assert_eq!(d.upserts.len(), 1);
-        assert_eq!(names.container_count(), 1);
+        assert_eq!(r.delta.upserts.len(), 1);
+        assert_eq!(r.after.container_count(), 1);
         assert_eq!(dec.slots, vec![(2, 0)]);
         // the second sample is a steady one
         assert!(matches!(dec.delta(&first), Ok(NodeDelta::Samples(s)) if s.samples.len() == 1));

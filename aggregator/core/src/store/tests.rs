@@ -1,5 +1,5 @@
 use kubepulse_model::{
-    ContainerName, NodeChange, NodeView, PodKey, Sample, Timestamp, Usage, Window,
+    ContainerName, NodeChange, NodeView, PodKey, Reshape, Sample, Timestamp, Usage, Window,
 };
 use proptest::prelude::*;
 
@@ -112,18 +112,34 @@ fn samples_by_slot_need_the_names_they_refer_to() {
         Err(StoreError::Names(node("a")))
     );
     assert_eq!(*store.publish().nodes[&node("a")].view, view_with("p", 6));
-    // a reshape to "q": the table adopts the names given, and samples for them land
+    // a reshape to "q", decoded against the names held: the table takes the names given,
+    // and samples for them land
     let delta = kubepulse_model::diff(&view_with("p", 6), &view_with("q", 9));
     let after = NodeUsage::from(view_with("q", 0)).pods.names();
-    apply(&mut store, Update::Reshape(delta.clone(), after.clone())).unwrap();
-    apply(&mut store, samples(&after, 10)).unwrap();
-    assert_eq!(*store.publish().nodes[&node("a")].view, view_with("q", 10));
-    // names that are not the delta's result are refused
-    let back = kubepulse_model::diff(&view_with("q", 10), &view_with("p", 1));
+    let reshape = |before: &PodNames, delta: &Delta, after: &PodNames| {
+        Update::Reshape(Reshape {
+            before: before.clone(),
+            delta: delta.clone(),
+            after: after.clone(),
+        })
+    };
+    // decoded against equal names that are not the table's: refused, nothing changed
     assert_eq!(
-        apply(&mut store, Update::Reshape(back, after)),
+        apply(&mut store, reshape(&equal, &delta, &after)),
         Err(StoreError::Names(node("a")))
     );
+    apply(&mut store, reshape(&names, &delta, &after)).unwrap();
+    assert_eq!(*store.publish().nodes[&node("a")].view, view_with("q", 9));
+    apply(&mut store, samples(&after, 10)).unwrap();
+    assert_eq!(*store.publish().nodes[&node("a")].view, view_with("q", 10));
+    // after names that leave a container without a sample are refused
+    let back = kubepulse_model::diff(&view_with("q", 10), &view_with("p", 1));
+    let wrong = NodeUsage::from(view_with("r", 0)).pods.names();
+    assert_eq!(
+        apply(&mut store, reshape(&after, &back, &wrong)),
+        Err(StoreError::Names(node("a")))
+    );
+    assert_eq!(*store.publish().nodes[&node("a")].view, view_with("q", 10));
 }
 
 #[test]

@@ -9,7 +9,7 @@
 use std::time::SystemTime;
 
 use kubepulse_aggregator_core::store::Update;
-use kubepulse_model::{NodeChange, NodeName, Reshape, Timestamp};
+use kubepulse_model::{NodeName, Reshape, Sample, Timestamp};
 
 use crate::metrics;
 
@@ -173,39 +173,29 @@ pub fn message_received(kind: &'static str) {
 /// without samples), for [`update_applied`].
 pub fn newest_sample(update: &Update) -> Option<Timestamp> {
     match update {
-        Update::Snapshot(usage) => usage
-            .pods
-            .iter()
-            .flat_map(|(_, p)| p.containers())
-            .map(|(_, s)| s.timestamp)
-            .chain(usage.node.map(|s| s.timestamp))
-            .max(),
-        Update::Samples(update) => {
-            let node = match update.node {
-                NodeChange::Set(s) => Some(s.timestamp),
-                _ => None,
-            };
-            update
-                .samples
+        Update::Snapshot(usage) => newest(
+            usage
+                .pods
                 .iter()
-                .map(|(_, s)| s.timestamp)
-                .chain(node)
-                .max()
+                .flat_map(|(_, p)| p.containers().map(|(_, s)| s)),
+            usage.node.as_ref(),
+        ),
+        Update::Samples(update) => {
+            newest(update.samples.iter().map(|(_, s)| s), update.node.sample())
         }
         Update::Delta(delta) | Update::Reshape(Reshape { delta, .. }) => {
-            let node = match delta.node {
-                NodeChange::Set(s) => Some(s.timestamp),
-                _ => None,
-            };
-            delta
-                .upserts
-                .iter()
-                .map(|(_, _, s)| s.timestamp)
-                .chain(node)
-                .max()
+            newest(delta.upserts.iter().map(|(_, _, s)| s), delta.node.sample())
         }
         Update::Status(_) => None,
     }
+}
+
+/// The newest timestamp of the containers' samples and the node's.
+fn newest<'a>(
+    containers: impl Iterator<Item = &'a Sample>,
+    node: Option<&'a Sample>,
+) -> Option<Timestamp> {
+    containers.chain(node).map(|s| s.timestamp).max()
 }
 
 /// An update whose newest sample is `newest` was applied to the store: observes the lag.

@@ -126,10 +126,7 @@ impl StreamEncoder {
 
     /// Encodes a delta, defining new names as needed.
     pub fn delta(&mut self, delta: &Delta) -> v1::Delta {
-        let node_sample = match &delta.node {
-            NodeChange::Set(s) => Some(s),
-            _ => None,
-        };
+        let node_sample = delta.node.sample();
         let base = base_ms(
             node_sample
                 .into_iter()

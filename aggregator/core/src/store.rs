@@ -387,7 +387,19 @@ impl ClusterStore {
             }
             Update::Delta(delta) => {
                 let usage = Arc::make_mut(&mut e.view);
-                apply_delta(&mut self.view.namespaces, node, usage, &delta)?;
+                let before = usage.pods.names();
+                let applied = usage.apply(&delta);
+                // even a delta that fails may have changed the pods: the index follows them
+                reindex(
+                    &mut self.view.namespaces,
+                    node,
+                    &before,
+                    &usage.pods.names(),
+                );
+                applied.map_err(|source| StoreError::Apply {
+                    node: node.clone(),
+                    source,
+                })?;
                 e.fresh_at = now;
             }
             Update::Reshape(reshape) => {
@@ -559,23 +571,6 @@ fn reschedule(
     checks.remove(&old);
     slot.check_at = at;
     checks.insert((at, old.1));
-}
-
-/// Applies `delta` to `node`'s `usage`, keeping the namespace index in step.
-fn apply_delta(
-    index: &mut imbl::OrdMap<Namespace, NodeSet>,
-    node: &NodeName,
-    usage: &mut NodeUsage,
-    delta: &Delta,
-) -> Result<(), StoreError> {
-    let before = usage.pods.names();
-    let applied = usage.apply(delta);
-    // even a delta that fails may have changed the pods: the index follows them
-    reindex(index, node, &before, &usage.pods.names());
-    applied.map_err(|source| StoreError::Apply {
-        node: node.clone(),
-        source,
-    })
 }
 
 /// Brings the namespace index up to date with `node`'s pods, which were `before` and are

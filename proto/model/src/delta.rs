@@ -17,6 +17,16 @@ pub enum NodeChange {
     Clear,
 }
 
+impl NodeChange {
+    /// The new sample, when there is one.
+    pub fn sample(&self) -> Option<&Sample> {
+        match self {
+            NodeChange::Set(s) => Some(s),
+            _ => None,
+        }
+    }
+}
+
 /// The change from one [`NodeView`] to the next, at container granularity.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Delta {

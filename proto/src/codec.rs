@@ -5,11 +5,17 @@
 //! open, and its messages are small deltas and heartbeats (a snapshot of a large node is a
 //! few KiB), so an aggregator holding 10,000 streams spent ~160 MiB on buffers that are
 //! mostly empty. 1 KiB buffers grow to the largest message a stream actually carries.
+//!
+//! Messages are decoded from one contiguous slice ([`SliceDecoder`]) rather than through
+//! tonic's `DecodeBuf`, whose every `advance` (one per varint) goes through `BytesMut`: at
+//! 5,000 relayed nodes that indirection alone was ~8% of the aggregator's CPU.
 
 use std::marker::PhantomData;
 
-use tonic::codec::{BufferSettings, Codec};
-use tonic_prost::{ProstCodec, ProstDecoder, ProstEncoder};
+use bytes::Buf;
+use tonic::Status;
+use tonic::codec::{BufferSettings, Codec, DecodeBuf, Decoder};
+use tonic_prost::{ProstCodec, ProstEncoder};
 
 /// Initial size of each per-stream buffer (tonic's default is 8 KiB).
 pub const BUFFER_BYTES: usize = 1024;
@@ -39,13 +45,41 @@ where
     type Encode = T;
     type Decode = U;
     type Encoder = ProstEncoder<T>;
-    type Decoder = ProstDecoder<U>;
+    type Decoder = SliceDecoder<U>;
 
     fn encoder(&mut self) -> Self::Encoder {
         ProstCodec::<T, U>::raw_encoder(settings())
     }
 
     fn decoder(&mut self) -> Self::Decoder {
-        ProstCodec::<T, U>::raw_decoder(settings())
+        SliceDecoder(PhantomData)
+    }
+}
+
+/// Decodes a message from the contiguous bytes tonic has gathered for it.
+#[derive(Debug)]
+pub struct SliceDecoder<U>(PhantomData<U>);
+
+impl<U: prost::Message + Default> Decoder for SliceDecoder<U> {
+    type Item = U;
+    type Error = Status;
+
+    fn decode(&mut self, buf: &mut DecodeBuf<'_>) -> Result<Option<U>, Status> {
+        let len = buf.remaining();
+        let chunk = buf.chunk();
+        let item = if chunk.len() == len {
+            let item = U::decode(chunk);
+            buf.advance(len);
+            item
+        } else {
+            // not contiguous (tonic gathers a message into one buffer, so not expected)
+            U::decode(buf.copy_to_bytes(len))
+        };
+        // tonic's own mapping (ProstDecoder): a message that does not decode is INTERNAL
+        item.map(Some).map_err(|e| Status::internal(e.to_string()))
+    }
+
+    fn buffer_settings(&self) -> BufferSettings {
+        settings()
     }
 }

@@ -154,7 +154,7 @@ pub struct Config {
     pub max_backoff: Duration,
 
     /// A frame waits at most this long before its replica's batch goes out.
-    #[arg(long, env = "KUBEPULSE_RELAY_BATCH_INTERVAL", default_value = "50ms", value_parser = parse_duration, help_heading = "Batching")]
+    #[arg(long, env = "KUBEPULSE_RELAY_BATCH_INTERVAL", default_value = "100ms", value_parser = parse_duration, help_heading = "Batching")]
     pub batch_interval: Duration,
     /// A batch goes out as soon as this many bytes are pending, and holds no more (one larger
     /// message goes alone). Keep it at most the aggregators' --max-message-bytes.

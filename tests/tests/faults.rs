@@ -366,7 +366,7 @@ async fn failing_kubelet_keeps_last_good_values_until_the_ttl() {
                     "{fault:?}: expired after {gone:?}, before its {ttl:?} TTL"
                 );
                 // no value served past its TTL (plus the two poll intervals a hung read needs to
-                // be noticed, and the 100 ms publishing period)
+                // be noticed, and the 50 ms publishing period)
                 anyhow::ensure!(
                     gone <= ttl + Duration::from_secs(3),
                     "{fault:?}: still served {gone:?} after the fault, TTL {ttl:?}"

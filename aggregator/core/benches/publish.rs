@@ -1,6 +1,6 @@
 //! What the writer pays per publish once the store is full: a batch of a few changes, then
 //! [`ClusterStore::publish`], while readers still hold the previous view (the writer publishes
-//! every 100 ms; a reader may hold a view for a whole request).
+//! every 50 ms; a reader may hold a view for a whole request).
 //!
 //! `cargo bench -p kubepulse-aggregator-core --bench publish`
 //!

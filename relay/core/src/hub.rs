@@ -47,7 +47,7 @@ impl Default for HubConfig {
     /// The relay's flag defaults.
     fn default() -> Self {
         Self {
-            batch_interval: Duration::from_millis(50),
+            batch_interval: Duration::from_millis(100),
             max_batch_bytes: 256 << 10,
             max_pending_bytes: 256 << 20,
             heartbeat_forward_interval: Duration::from_secs(10),

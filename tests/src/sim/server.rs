@@ -255,10 +255,12 @@ async fn kubelet(State(state): State<KubeletState>, headers: HeaderMap) -> Respo
         )
             .into_response(),
         Fault::Truncated => {
+            // mid-line: a body cut just after a line feed is a complete, shorter body (the
+            // agent would rightly take it, and the node's lines may be in the missing half)
             let cut = body.len() / 2;
             let cut = (0..=cut)
                 .rev()
-                .find(|i| body.is_char_boundary(*i))
+                .find(|i| body.is_char_boundary(*i) && !body[..*i].ends_with('\n'))
                 .unwrap_or(0);
             (StatusCode::OK, text, body[..cut].to_owned()).into_response()
         }

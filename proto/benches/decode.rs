@@ -1,7 +1,8 @@
 //! What the aggregator pays to take one agent message into a node's table, by the way it
 //! decodes: `StreamDecoder` (names per sample; the store finds each sample's slot by name,
 //! as before samples by slot) against `NodeDecoder` (samples by slot; the store writes them
-//! in place), for a steady delta and for a delta that swaps a pod (a reshape).
+//! in place), for a steady delta and for a delta that swaps a pod (a reshape); and the bytes
+//! of a relay batch of ten steady deltas to messages, by prost and by `kubepulse_proto::quick`.
 //!
 //! `cargo bench -p kubepulse-proto --bench decode`
 //!
@@ -14,6 +15,7 @@ use divan::{Bencher, black_box};
 use kubepulse_model::{
     ContainerName, NodeUsage, NodeView, PodKey, PodView, Sample, Timestamp, Usage, Window, diff,
 };
+use kubepulse_proto::quick::QuickDecode;
 use kubepulse_proto::{Limits, NodeDecoder, NodeDelta, StreamDecoder, StreamEncoder, v1};
 
 fn main() {
@@ -118,4 +120,35 @@ fn reshape_by_name(bencher: Bencher<'_, '_>) {
 #[divan::bench]
 fn reshape_by_slot(bencher: Bencher<'_, '_>) {
     by_slot(bencher, false);
+}
+
+/// A relay batch of ten nodes' steady deltas, as the codec gets it.
+fn batch_bytes() -> Vec<u8> {
+    let (_, delta) = messages(true);
+    let frames = (0..10)
+        .map(|link| v1::RelayFrame {
+            link,
+            message: Some(v1::AgentMessage {
+                kind: Some(v1::agent_message::Kind::Delta(delta.clone())),
+                seq: 5,
+            }),
+            closed: false,
+        })
+        .collect();
+    prost::Message::encode_to_vec(&v1::RelayBatch { frames })
+}
+
+/// A batch's bytes to messages, by prost (the baseline).
+#[divan::bench]
+fn batch_of_ten_prost(bencher: Bencher<'_, '_>) {
+    let bytes = batch_bytes();
+    bencher
+        .bench_local(|| <v1::RelayBatch as prost::Message>::decode(black_box(&bytes[..])).unwrap());
+}
+
+/// A batch's bytes to messages, by the quick decoder.
+#[divan::bench]
+fn batch_of_ten_quick(bencher: Bencher<'_, '_>) {
+    let bytes = batch_bytes();
+    bencher.bench_local(|| v1::RelayBatch::quick_decode(black_box(&bytes)).unwrap());
 }

@@ -10,6 +10,7 @@
 
 pub mod codec;
 pub mod convert;
+pub mod quick;
 
 /// Generated protobuf and tonic types for `kubepulse.v1`.
 #[allow(missing_docs, unreachable_pub, clippy::all, clippy::pedantic)]

@@ -9,6 +9,7 @@
 use std::sync::Arc;
 
 use kubepulse_model::{NodeUsage, NodeView, apply, diff};
+use kubepulse_proto::quick::QuickDecode;
 use kubepulse_proto::v1::{self, agent_message};
 use kubepulse_proto::{Limits, NodeDecoder, NodeDelta, StreamDecoder, StreamEncoder};
 use prost::Message as _;
@@ -32,8 +33,14 @@ pub const MAX_MESSAGES: usize = 256;
 ///   view, and `apply(prev, diff(prev, next)) == next` between consecutive views;
 /// - the aggregator's path — a `NodeDecoder` and the node's table (`NodeUsage`) taking its
 ///   samples by slot and its reshapes — accepts exactly what the model's path accepts and
-///   holds the same view.
+///   holds the same view;
+/// - whatever the quick decoder (`kubepulse_proto::quick`) reads, as one message or as the
+///   whole input taken for a relay batch, prost decodes to the same.
 pub fn stream(data: &[u8]) {
+    if let Some(quick) = v1::RelayBatch::quick_decode(data) {
+        let decoded = v1::RelayBatch::decode(data);
+        assert_eq!(decoded.as_ref(), Ok(&quick), "the quick decoder differs");
+    }
     let mut buf = data;
     let mut decoder = StreamDecoder::new(LIMITS);
     let mut view: Option<NodeView> = None;
@@ -43,7 +50,19 @@ pub fn stream(data: &[u8]) {
         if buf.is_empty() {
             break;
         }
-        let Ok(msg) = v1::AgentMessage::decode_length_delimited(&mut buf) else {
+        let Ok(len) = prost::encoding::decode_varint(&mut buf) else {
+            break;
+        };
+        let Some(len) = usize::try_from(len).ok().filter(|len| *len <= buf.len()) else {
+            break;
+        };
+        let (bytes, rest) = buf.split_at(len);
+        buf = rest;
+        let decoded = v1::AgentMessage::decode(bytes);
+        if let Some(quick) = v1::AgentMessage::quick_decode(bytes) {
+            assert_eq!(decoded.as_ref(), Ok(&quick), "the quick decoder differs");
+        }
+        let Ok(msg) = decoded else {
             break;
         };
         match msg.kind {

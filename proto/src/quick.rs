@@ -37,14 +37,14 @@ impl QuickDecode for v1::AgentMessage {
 
 impl QuickDecode for v1::RelayBatch {
     fn quick_decode(bytes: &[u8]) -> Option<Self> {
-        let mut r = Reader(bytes);
         let mut frames = Vec::new();
-        while !r.done() {
-            match r.key()? {
+        each_field(bytes, 1 << 1, |r, field, wire| {
+            match (field, wire) {
                 (1, LEN) => frames.push(relay_frame(r.bytes()?)?),
                 _ => return None,
             }
-        }
+            Some(())
+        })?;
         Some(v1::RelayBatch { frames })
     }
 }
@@ -117,27 +117,34 @@ impl<'a> Reader<'a> {
     }
 }
 
-/// Marks a field as read; false when it was already (prost would merge or replace: give up)
-/// or when its number is beyond every field read here.
-fn first(seen: &mut u32, field: u64) -> bool {
-    if field >= 32 {
-        return false;
+/// Reads one message's fields with `read`, which gives up (`None`) on a field it does not
+/// take. A field met twice gives up too (prost would merge or replace it), unless its bit is
+/// set in `repeated`; so does a field number beyond every field read here.
+fn each_field<'a>(
+    bytes: &'a [u8],
+    repeated: u32,
+    mut read: impl FnMut(&mut Reader<'a>, u64, u8) -> Option<()>,
+) -> Option<()> {
+    let mut r = Reader(bytes);
+    let mut seen = 0u32;
+    while !r.done() {
+        let (field, wire) = r.key()?;
+        if field >= 32 {
+            return None;
+        }
+        let bit = 1 << field;
+        if seen & bit != 0 && repeated & bit == 0 {
+            return None;
+        }
+        seen |= bit;
+        read(&mut r, field, wire)?;
     }
-    let bit = 1 << field;
-    let fresh = *seen & bit == 0;
-    *seen |= bit;
-    fresh
+    Some(())
 }
 
 fn relay_frame(bytes: &[u8]) -> Option<v1::RelayFrame> {
-    let mut r = Reader(bytes);
     let mut frame = v1::RelayFrame::default();
-    let mut seen = 0;
-    while !r.done() {
-        let (field, wire) = r.key()?;
-        if !first(&mut seen, field) {
-            return None;
-        }
+    each_field(bytes, 0, |r, field, wire| {
         match (field, wire) {
             (1, VARINT) => frame.link = r.u32()?,
             (2, LEN) => {
@@ -151,18 +158,16 @@ fn relay_frame(bytes: &[u8]) -> Option<v1::RelayFrame> {
             (3, VARINT) => frame.closed = r.varint()? != 0,
             _ => return None,
         }
-    }
+        Some(())
+    })?;
     Some(frame)
 }
 
 fn agent_message(bytes: &[u8]) -> Option<v1::AgentMessage> {
-    let mut r = Reader(bytes);
     let mut msg = v1::AgentMessage::default();
-    let mut seen = 0;
-    while !r.done() {
-        let (field, wire) = r.key()?;
+    each_field(bytes, 0, |r, field, wire| {
         // one kind at most (a later one would replace it)
-        if !first(&mut seen, field) || (msg.kind.is_some() && matches!(field, 1..=4)) {
+        if msg.kind.is_some() && matches!(field, 1..=4) {
             return None;
         }
         match (field, wire) {
@@ -171,23 +176,18 @@ fn agent_message(bytes: &[u8]) -> Option<v1::AgentMessage> {
             (15, VARINT) => msg.seq = r.varint()?,
             _ => return None,
         }
-    }
+        Some(())
+    })?;
     Some(msg)
 }
 
 fn delta(bytes: &[u8]) -> Option<v1::Delta> {
-    let mut r = Reader(bytes);
     // a container's usage takes ~25 bytes on the wire
     let mut delta = v1::Delta {
         usages: Vec::with_capacity(bytes.len() / 24),
         ..Default::default()
     };
-    let mut seen = 0;
-    while !r.done() {
-        let (field, wire) = r.key()?;
-        if field != 6 && !first(&mut seen, field) {
-            return None;
-        }
+    each_field(bytes, 1 << 6, |r, field, wire| {
         match (field, wire) {
             (1, VARINT) => delta.base_timestamp_ms = r.varint()? as i64,
             (2, LEN) => delta.node = Some(usage(r.bytes()?)?),
@@ -195,69 +195,55 @@ fn delta(bytes: &[u8]) -> Option<v1::Delta> {
             (6, LEN) => delta.usages.push(container_usage(r.bytes()?)?),
             _ => return None,
         }
-    }
+        Some(())
+    })?;
     Some(delta)
 }
 
 fn container_usage(bytes: &[u8]) -> Option<v1::ContainerUsage> {
-    let mut r = Reader(bytes);
     let mut cu = v1::ContainerUsage::default();
-    let mut seen = 0;
-    while !r.done() {
-        let (field, wire) = r.key()?;
-        if !first(&mut seen, field) {
-            return None;
-        }
+    each_field(bytes, 0, |r, field, wire| {
         match (field, wire) {
             (1, VARINT) => cu.container_id = r.u32()?,
             (2, LEN) => cu.usage = Some(usage(r.bytes()?)?),
             _ => return None,
         }
-    }
+        Some(())
+    })?;
     Some(cu)
 }
 
 fn usage(bytes: &[u8]) -> Option<v1::Usage> {
-    let mut r = Reader(bytes);
     let mut u = v1::Usage::default();
-    let mut seen = 0;
-    while !r.done() {
-        let (field, wire) = r.key()?;
-        if wire != VARINT || !first(&mut seen, field) {
-            return None;
-        }
-        match field {
-            1 => u.cpu_nanocores = r.varint()?,
-            2 => u.memory_bytes = r.varint()?,
-            3 => {
+    each_field(bytes, 0, |r, field, wire| {
+        match (field, wire) {
+            (1, VARINT) => u.cpu_nanocores = r.varint()?,
+            (2, VARINT) => u.memory_bytes = r.varint()?,
+            (3, VARINT) => {
                 let n = r.varint()?;
                 u.timestamp_offset_ms = (n >> 1) as i64 ^ -((n & 1) as i64);
             }
-            4 => u.window_ns = r.varint()?,
-            5 => u.timestamp_sub_ms_ns = r.u32()?,
+            (4, VARINT) => u.window_ns = r.varint()?,
+            (5, VARINT) => u.timestamp_sub_ms_ns = r.u32()?,
             _ => return None,
         }
-    }
+        Some(())
+    })?;
     Some(u)
 }
 
 /// A status without text (a heartbeat of a healthy read, or one counting issues).
 fn status(bytes: &[u8]) -> Option<v1::ScrapeStatus> {
-    let mut r = Reader(bytes);
     let mut s = v1::ScrapeStatus::default();
-    let mut seen = 0;
-    while !r.done() {
-        let (field, wire) = r.key()?;
-        if wire != VARINT || !first(&mut seen, field) {
-            return None;
-        }
-        match field {
-            1 => s.ok = r.varint()? != 0,
-            3 => s.decode_issues = r.u32()?,
-            5 => s.pending_dropped = r.u32()?,
+    each_field(bytes, 0, |r, field, wire| {
+        match (field, wire) {
+            (1, VARINT) => s.ok = r.varint()? != 0,
+            (3, VARINT) => s.decode_issues = r.u32()?,
+            (5, VARINT) => s.pending_dropped = r.u32()?,
             _ => return None,
         }
-    }
+        Some(())
+    })?;
     Some(s)
 }
 

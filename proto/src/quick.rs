@@ -8,7 +8,9 @@
 //! and gives up (`None`) on anything else — a snapshot, a delta that defines or removes ids, a
 //! status with text, an unknown field — which prost then decodes as before. What it accepts it
 //! decodes to exactly what prost gives for the same bytes (a property test and the `quick`
-//! fuzz check compare the two); giving up is always safe.
+//! fuzz check compare the two); giving up is always safe. Each message is first read in the
+//! order prost writes its fields (ascending, each once, a one-byte key compared per field) and,
+//! when that does not take the whole message, field by field in any order.
 //!
 //! Written by hand rather than generated: prost has no option to decode a message's repeated
 //! nested fields without its per-field merge, and the form read here is a small subset of the
@@ -86,6 +88,18 @@ impl<'a> Reader<'a> {
             }
         }
         None
+    }
+
+    /// True, past it, when the next byte is `key` (a one-byte key: field 1–15).
+    #[inline(always)]
+    fn at(&mut self, key: u8) -> bool {
+        match self.0 {
+            [b, rest @ ..] if *b == key => {
+                self.0 = rest;
+                true
+            }
+            _ => false,
+        }
     }
 
     #[inline(always)]
@@ -192,7 +206,13 @@ fn delta(bytes: &[u8]) -> Option<v1::Delta> {
             (1, VARINT) => delta.base_timestamp_ms = r.varint()? as i64,
             (2, LEN) => delta.node = Some(usage(r.bytes()?)?),
             (3, VARINT) => delta.node_cleared = r.varint()? != 0,
-            (6, LEN) => delta.usages.push(container_usage(r.bytes()?)?),
+            (6, LEN) => {
+                delta.usages.push(container_usage(r.bytes()?)?);
+                // the rest of them, which prost writes one after the other
+                while r.at(key(6, LEN)) {
+                    delta.usages.push(container_usage(r.bytes()?)?);
+                }
+            }
             _ => return None,
         }
         Some(())
@@ -201,6 +221,18 @@ fn delta(bytes: &[u8]) -> Option<v1::Delta> {
 }
 
 fn container_usage(bytes: &[u8]) -> Option<v1::ContainerUsage> {
+    // the order prost writes, as for `usage`
+    let mut r = Reader(bytes);
+    let mut cu = v1::ContainerUsage::default();
+    if r.at(key(1, VARINT)) {
+        cu.container_id = r.u32()?;
+    }
+    if r.at(key(2, LEN)) {
+        cu.usage = Some(usage(r.bytes()?)?);
+    }
+    if r.done() {
+        return Some(cu);
+    }
     let mut cu = v1::ContainerUsage::default();
     each_field(bytes, 0, |r, field, wire| {
         match (field, wire) {
@@ -214,15 +246,37 @@ fn container_usage(bytes: &[u8]) -> Option<v1::ContainerUsage> {
 }
 
 fn usage(bytes: &[u8]) -> Option<v1::Usage> {
+    // the order prost writes: ascending fields, each once, zero values left out
+    let mut r = Reader(bytes);
+    let mut u = v1::Usage::default();
+    if r.at(key(1, VARINT)) {
+        u.cpu_nanocores = r.varint()?;
+    }
+    if r.at(key(2, VARINT)) {
+        u.memory_bytes = r.varint()?;
+    }
+    if r.at(key(3, VARINT)) {
+        u.timestamp_offset_ms = zigzag(r.varint()?);
+    }
+    if r.at(key(4, VARINT)) {
+        u.window_ns = r.varint()?;
+    }
+    if r.at(key(5, VARINT)) {
+        u.timestamp_sub_ms_ns = r.u32()?;
+    }
+    match r.done() {
+        true => Some(u),
+        false => usage_in_any_order(bytes),
+    }
+}
+
+fn usage_in_any_order(bytes: &[u8]) -> Option<v1::Usage> {
     let mut u = v1::Usage::default();
     each_field(bytes, 0, |r, field, wire| {
         match (field, wire) {
             (1, VARINT) => u.cpu_nanocores = r.varint()?,
             (2, VARINT) => u.memory_bytes = r.varint()?,
-            (3, VARINT) => {
-                let n = r.varint()?;
-                u.timestamp_offset_ms = (n >> 1) as i64 ^ -((n & 1) as i64);
-            }
+            (3, VARINT) => u.timestamp_offset_ms = zigzag(r.varint()?),
             (4, VARINT) => u.window_ns = r.varint()?,
             (5, VARINT) => u.timestamp_sub_ms_ns = r.u32()?,
             _ => return None,
@@ -230,6 +284,16 @@ fn usage(bytes: &[u8]) -> Option<v1::Usage> {
         Some(())
     })?;
     Some(u)
+}
+
+/// A one-byte key (field 1–15).
+const fn key(field: u8, wire: u8) -> u8 {
+    field << 3 | wire
+}
+
+/// A `sint64` from its varint.
+fn zigzag(n: u64) -> i64 {
+    (n >> 1) as i64 ^ -((n & 1) as i64)
 }
 
 /// A status without text (a heartbeat of a healthy read, or one counting issues).

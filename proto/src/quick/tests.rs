@@ -245,3 +245,43 @@ fn varints_at_their_limits() {
     let frame = [0x0a, 6, 0x08, 0x80, 0x80, 0x80, 0x80, 0x10];
     assert_eq!(v1::RelayBatch::quick_decode(&frame), None);
 }
+
+#[test]
+fn fields_out_of_order_or_twice_in_a_usage() {
+    // a delta (field 3 of the message) of one container usage (field 6) whose usage (field 2
+    // of it) holds `usage`
+    let delta_of = |usage: &[u8]| {
+        let mut cu = vec![0x08, 9, 0x12, usage.len() as u8];
+        cu.extend_from_slice(usage);
+        let mut delta = vec![0x32, cu.len() as u8];
+        delta.extend(cu);
+        let mut msg = vec![0x1a, delta.len() as u8];
+        msg.extend(delta);
+        msg
+    };
+    let cpu = |m: &v1::AgentMessage| match &m.kind {
+        Some(agent_message::Kind::Delta(d)) => d.usages[0].usage.map(|u| u.cpu_nanocores),
+        _ => None,
+    };
+    // memory before cpu: read, in any order, as prost reads it
+    let m = agrees::<v1::AgentMessage>(&delta_of(&[0x10, 5, 0x08, 7])).unwrap();
+    assert_eq!(cpu(&m), Some(7));
+    // the container's id after its usage: the same
+    let cu = [0x12, 2, 0x08, 7, 0x08, 9];
+    let mut msg = vec![0x1a, cu.len() as u8 + 2, 0x32, cu.len() as u8];
+    msg.extend(cu);
+    let m = agrees::<v1::AgentMessage>(&msg).unwrap();
+    assert_eq!(cpu(&m), Some(7));
+    // cpu twice: prost keeps the last; left to it
+    assert_eq!(
+        v1::AgentMessage::quick_decode(&delta_of(&[0x08, 7, 0x08, 8])),
+        None
+    );
+    assert_eq!(
+        v1::AgentMessage::decode(&delta_of(&[0x08, 7, 0x08, 8])[..])
+            .ok()
+            .as_ref()
+            .and_then(cpu),
+        Some(8)
+    );
+}

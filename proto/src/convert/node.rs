@@ -2,9 +2,9 @@
 //! [`NodeUsage`]: the same validation as [`StreamDecoder`], with a dictionary that points
 //! into the node's [`PodNames`] instead of holding names of its own.
 //!
-//! Between messages a [`NodeDecoder`] holds, for each wire id in the node's table, the pod's
-//! index or the container's slot there (8 bytes an id, where [`StreamDecoder`] holds 16–24
-//! bytes of names and ids), plus the rare id defined without a sample yet. The common delta —
+//! Between messages a [`NodeDecoder`] holds the wire id of each pod and each container slot
+//! of the node's table, in the table's order (4 bytes an id, where [`StreamDecoder`] holds
+//! 16–24 bytes of names and ids), plus the rare id defined without a sample yet. The common delta —
 //! new samples for containers the node already reports — then decodes to samples by slot
 //! ([`SlotSamples`]): no names looked up, copied or compared, on either side. A message that
 //! defines or removes ids rebuilds the full dictionary from the table's names, decodes with
@@ -25,13 +25,16 @@ pub struct NodeDecoder {
     inner: StreamDecoder,
     /// The node's names after the last message.
     names: PodNames,
-    /// Pods in `names`: (id, pod index), sorted by id.
-    pods: Vec<(u32, u32)>,
-    /// Containers in `names`: (id, slot), sorted by id.
-    slots: Vec<(u32, u32)>,
-    /// Pods defined but without a container in `names` yet, sorted by id.
+    /// The id of each pod in `names`, by pod index.
+    pod_ids: Vec<u32>,
+    /// The id of each container in `names`, by slot. Agents send a delta's samples in the
+    /// table's order, so the slot of each is found next to the previous one's.
+    slot_ids: Vec<u32>,
+    /// Pods defined but without a container in `names` yet (or a second id for a pod that
+    /// has one), sorted by id.
     pending_pods: IdMap<PodKey>,
-    /// Containers defined but without a sample yet: (id, (pod id, name)), sorted by id.
+    /// Containers defined but without a sample yet (or a second id for a container that has
+    /// one): (id, (pod id, name)), sorted by id.
     pending_containers: IdMap<(u32, ContainerName)>,
 }
 
@@ -53,8 +56,8 @@ impl NodeDecoder {
         Self {
             inner: StreamDecoder::with_names(limits, names),
             names: PodNames::default(),
-            pods: Vec::new(),
-            slots: Vec::new(),
+            pod_ids: Vec::new(),
+            slot_ids: Vec::new(),
             pending_pods: IdMap::default(),
             pending_containers: IdMap::default(),
         }
@@ -87,18 +90,23 @@ impl NodeDecoder {
     fn by_slot(&self, msg: &v1::Delta) -> Result<Option<SlotSamples>, WireError> {
         let node = node_change(msg)?;
         let mut samples = Vec::with_capacity(msg.usages.len());
-        let mut hint = 0;
+        let ids = &self.slot_ids;
+        // the slot after the previous sample's, or one further on: a walk through the table
+        // while the samples come in its order; by id, sorted once, when they do not
+        let mut next = 0;
+        let mut by_id = None;
         for cu in &msg.usages {
             let id = cu.container_id;
-            let found = match self.slots.get(hint) {
-                Some((k, _)) if *k == id => Some(hint),
-                _ => self.slots.binary_search_by_key(&id, |(k, _)| *k).ok(),
+            let slot = match ids.get(next) {
+                Some(k) if *k == id => next,
+                _ => match find_slot(ids, next, id, &mut by_id) {
+                    Some(slot) => slot,
+                    None => return Ok(None),
+                },
             };
-            let Some(i) = found else {
-                return Ok(None);
-            };
-            hint = i + 1;
-            samples.push((self.slots[i].1, usage_of(cu, msg.base_timestamp_ms)?));
+            next = slot + 1;
+            // a node holds far fewer than 2^32 containers (see [`Limits`])
+            samples.push((slot as u32, usage_of(cu, msg.base_timestamp_ms)?));
         }
         Ok(Some(SlotSamples {
             names: self.names.clone(),
@@ -125,29 +133,27 @@ impl NodeDecoder {
 
     /// Rebuilds the full dictionary of [`StreamDecoder`] from the tables and the names.
     fn inflate(&mut self) {
-        let mut pods = Vec::with_capacity(self.pods.len() + self.pending_pods.len());
-        // each pod of the table has exactly one id (its containers were defined under it)
-        let mut pod_ids = vec![0; self.names.len()];
-        for (id, index) in &self.pods {
-            pod_ids[*index as usize] = *id;
-            if let Some(key) = self.names.pod(*index as usize) {
+        let mut pods = Vec::with_capacity(self.pod_ids.len() + self.pending_pods.len());
+        for (index, id) in self.pod_ids.iter().enumerate() {
+            if let Some(key) = self.names.pod(index) {
                 pods.push((*id, key.clone()));
             }
         }
         pods.append(&mut self.pending_pods.0);
         pods.sort_unstable_by_key(|(id, _)| *id);
-        let mut containers = Vec::with_capacity(self.slots.len() + self.pending_containers.len());
-        for (id, slot) in &self.slots {
-            if let Some((pod, name)) = self.names.container(*slot as usize) {
-                containers.push((*id, (pod_ids[pod], name.clone())));
+        let mut containers =
+            Vec::with_capacity(self.slot_ids.len() + self.pending_containers.len());
+        for (slot, id) in self.slot_ids.iter().enumerate() {
+            if let Some((pod, name)) = self.names.container(slot) {
+                containers.push((*id, (self.pod_ids[pod], name.clone())));
             }
         }
         containers.append(&mut self.pending_containers.0);
         containers.sort_unstable_by_key(|(id, _)| *id);
         self.inner.pods = IdMap(pods);
         self.inner.containers = IdMap(containers);
-        self.pods = Vec::new();
-        self.slots = Vec::new();
+        self.pod_ids = Vec::new();
+        self.slot_ids = Vec::new();
     }
 
     /// Takes `names` as the node's and turns the full dictionary into tables pointing
@@ -155,31 +161,37 @@ impl NodeDecoder {
     fn compact(&mut self, names: PodNames) {
         let pods = std::mem::take(&mut self.inner.pods.0);
         let containers = std::mem::take(&mut self.inner.containers.0);
-        let mut in_table = Vec::with_capacity(pods.len());
+        // each pod and container of the names gets its id; 0 marks one without an id yet
+        let mut pod_ids = vec![None; names.len()];
         let mut pending = Vec::new();
         for (id, key) in pods {
             match names.pod_index(&key) {
-                // a node holds far fewer than 2^32 pods or containers (see [`Limits`])
-                Some(i) => in_table.push((id, i as u32)),
-                None => pending.push((id, key)),
+                Some(i) if pod_ids[i].is_none() => pod_ids[i] = Some(id),
+                _ => pending.push((id, key)),
             }
         }
-        let mut slots = Vec::with_capacity(containers.len());
+        let mut by_id: Vec<(u32, usize)> = (0..)
+            .zip(&pod_ids)
+            .filter_map(|(i, id)| Some(((*id)?, i)))
+            .collect();
+        by_id.sort_unstable();
+        pending.sort_unstable_by_key(|(id, _)| *id);
+        let mut slot_ids = vec![None; names.container_count()];
         let mut pending_containers = Vec::new();
         for (id, (pod, name)) in containers {
-            let key = pods_key(&in_table, &pending, &names, pod);
+            let key = pods_key(&by_id, &pending, &names, pod);
             match key.and_then(|key| names.slot(key, &name)) {
-                Some(slot) => slots.push((id, slot as u32)),
-                None => pending_containers.push((id, (pod, name))),
+                Some(slot) if slot_ids[slot].is_none() => slot_ids[slot] = Some(id),
+                _ => pending_containers.push((id, (pod, name))),
             }
         }
-        in_table.shrink_to_fit();
         pending.shrink_to_fit();
-        slots.shrink_to_fit();
         pending_containers.shrink_to_fit();
+        // every pod and container of the names was defined on this stream (the names come
+        // from its own messages), so each has its id
+        self.pod_ids = exact(&pod_ids);
+        self.slot_ids = exact(&slot_ids);
         self.names = names;
-        self.pods = in_table;
-        self.slots = slots;
         self.pending_pods = IdMap(pending);
         self.pending_containers = IdMap(pending_containers);
     }
@@ -189,23 +201,54 @@ impl NodeDecoder {
         self.inner.pods = IdMap::default();
         self.inner.containers = IdMap::default();
         self.names = PodNames::default();
-        self.pods = Vec::new();
-        self.slots = Vec::new();
+        self.pod_ids = Vec::new();
+        self.slot_ids = Vec::new();
         self.pending_pods = IdMap::default();
         self.pending_containers = IdMap::default();
     }
 }
 
-/// The key of pod `id`, whether the table holds it (`in_table`, by index into `names`) or it
-/// is pending.
+/// The slot of container `id` when it is not at `next`: further on while the samples have
+/// come in the table's order (`by_id` is `None`), else by id, from an index of `ids` sorted
+/// once (so samples in any order cost O(n log n), not O(n²)).
+fn find_slot(
+    ids: &[u32],
+    next: usize,
+    id: u32,
+    by_id: &mut Option<Vec<(u32, usize)>>,
+) -> Option<usize> {
+    if by_id.is_none()
+        && let Some(ahead) = ids[next..].iter().position(|k| *k == id)
+    {
+        return Some(next + ahead);
+    }
+    let by_id = by_id.get_or_insert_with(|| {
+        let mut v: Vec<_> = ids.iter().copied().zip(0..).collect();
+        v.sort_unstable();
+        v
+    });
+    let i = by_id.binary_search_by_key(&id, |(k, _)| *k).ok()?;
+    Some(by_id[i].1)
+}
+
+/// The ids, in a vector of exactly their number.
+fn exact(ids: &[Option<u32>]) -> Vec<u32> {
+    debug_assert!(ids.iter().all(Option::is_some), "an id for each");
+    let mut v = Vec::with_capacity(ids.len());
+    v.extend(ids.iter().map(|id| id.unwrap_or(u32::MAX)));
+    v
+}
+
+/// The key of pod `id`, whether the names hold it (`by_id`: (id, index into `names`), sorted
+/// by id) or it is pending.
 fn pods_key<'a>(
-    in_table: &[(u32, u32)],
+    by_id: &[(u32, usize)],
     pending: &'a [(u32, PodKey)],
     names: &'a PodNames,
     id: u32,
 ) -> Option<&'a PodKey> {
-    match in_table.binary_search_by_key(&id, |(k, _)| *k) {
-        Ok(i) => names.pod(in_table[i].1 as usize),
+    match by_id.binary_search_by_key(&id, |(k, _)| *k) {
+        Ok(i) => names.pod(by_id[i].1),
         Err(_) => pending
             .binary_search_by_key(&id, |(k, _)| *k)
             .ok()
@@ -265,7 +308,7 @@ mod tests {
         next
     }
 
-    /// Each id in use costs its 8 bytes between messages, and nothing else but the names
+    /// Each id in use costs its 4 bytes between messages, and nothing else but the names
     /// the table shares.
     #[test]
     fn holds_ids_not_names_between_messages() {
@@ -284,12 +327,66 @@ mod tests {
         let mut dec = NodeDecoder::with_names(Limits::default(), Arc::default());
         let table = dec.snapshot(&enc.snapshot(&view)).unwrap();
         assert!(dec.names.same(&table.pods.names()));
-        assert_eq!((dec.pods.len(), dec.slots.len()), (30, 60));
+        assert_eq!((dec.pod_ids.len(), dec.slot_ids.len()), (30, 60));
+        assert_eq!((dec.pod_ids.capacity(), dec.slot_ids.capacity()), (30, 60));
         assert_eq!(
             dec.inner.pods.0.capacity() + dec.inner.containers.0.capacity(),
             0
         );
         assert_eq!(dec.pending_pods.len() + dec.pending_containers.len(), 0);
+    }
+
+    /// Samples in another order than the table's find their slots all the same.
+    #[test]
+    fn samples_in_any_order() {
+        let mut view = NodeView::default();
+        for p in 0..4 {
+            let key = PodKey::new("default", &format!("pod-{p}")).unwrap();
+            let pod = view.pods.entry(key).or_default();
+            for (c, name) in ["app", "sidecar"].into_iter().enumerate() {
+                pod.containers.insert(
+                    ContainerName::new(name).unwrap(),
+                    crate::convert::tests::sample(10 * p + c as u64, 2, 3),
+                );
+            }
+        }
+        let mut enc = StreamEncoder::new();
+        let mut dec = NodeDecoder::with_names(Limits::default(), Arc::default());
+        let table = dec.snapshot(&enc.snapshot(&view)).unwrap();
+        let names = table.pods.names();
+        let next = with_new_samples(&view);
+        let delta = enc.delta(&diff(&view, &next));
+        // in order, every other one left out, reversed, and shuffled
+        let orders: [fn(usize) -> Vec<usize>; 4] = [
+            |n| (0..n).collect(),
+            |n| (0..n).step_by(2).collect(),
+            |n| (0..n).rev().collect(),
+            |n| (0..n).map(|i| (i * 5 + 3) % n).collect(),
+        ];
+        for order in orders {
+            let mut msg = delta.clone();
+            msg.usages = order(delta.usages.len())
+                .into_iter()
+                .map(|i| delta.usages[i])
+                .collect();
+            let Ok(NodeDelta::Samples(s)) = dec.delta(&msg) else {
+                panic!("steady samples decode by slot");
+            };
+            assert_eq!(s.samples.len(), msg.usages.len());
+            // each sample is the one of the container in its slot
+            for (slot, sample) in &s.samples {
+                let (pod, name) = names.container(*slot as usize).unwrap();
+                let key = names.pod(pod).unwrap();
+                assert_eq!(next.pods[key].containers[name], *sample, "slot {slot}");
+            }
+        }
+        // an id the table does not hold, after others
+        let mut msg = delta.clone();
+        msg.usages[3].container_id = 999;
+        assert!(matches!(
+            dec.delta(&msg),
+            Err(WireError::UnknownId { id: 999, .. })
+        ));
     }
 
     /// A container defined in one delta and given its first sample in a later one.
@@ -334,7 +431,7 @@ mod tests {
         };
         assert_eq!(r.delta.upserts.len(), 1);
         assert_eq!(r.after.container_count(), 1);
-        assert_eq!(dec.slots, vec![(2, 0)]);
+        assert_eq!(dec.slot_ids, vec![2]);
         // the second sample is a steady one
         assert!(matches!(dec.delta(&first), Ok(NodeDelta::Samples(s)) if s.samples.len() == 1));
     }
@@ -359,7 +456,7 @@ mod tests {
             ..Default::default()
         };
         assert!(matches!(dec.delta(&remove), Err(WireError::Apply(_))));
-        assert!(dec.pending_pods.len() + dec.pods.len() == 0);
+        assert!(dec.pending_pods.len() + dec.pod_ids.len() == 0);
         assert!(matches!(
             dec.delta(&v1::Delta {
                 usages: vec![v1::ContainerUsage {

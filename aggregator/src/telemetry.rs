@@ -177,25 +177,24 @@ pub fn newest_sample(update: &Update) -> Option<Timestamp> {
             usage
                 .pods
                 .iter()
-                .flat_map(|(_, p)| p.containers().map(|(_, s)| s)),
+                .flat_map(|(_, p)| p.containers().map(|(_, s)| s.timestamp)),
             usage.node.as_ref(),
         ),
-        Update::Samples(update) => {
-            newest(update.samples.iter().map(|(_, s)| s), update.node.sample())
-        }
-        Update::Delta(delta) | Update::Reshape(Reshape { delta, .. }) => {
-            newest(delta.upserts.iter().map(|(_, _, s)| s), delta.node.sample())
-        }
+        Update::Samples(update) => newest(
+            update.samples.iter().map(|(_, s)| s.timestamp),
+            update.node.sample(),
+        ),
+        Update::Delta(delta) | Update::Reshape(Reshape { delta, .. }) => newest(
+            delta.upserts.iter().map(|(_, _, s)| s.timestamp),
+            delta.node.sample(),
+        ),
         Update::Status(_) => None,
     }
 }
 
 /// The newest timestamp of the containers' samples and the node's.
-fn newest<'a>(
-    containers: impl Iterator<Item = &'a Sample>,
-    node: Option<&'a Sample>,
-) -> Option<Timestamp> {
-    containers.chain(node).map(|s| s.timestamp).max()
+fn newest(containers: impl Iterator<Item = Timestamp>, node: Option<&Sample>) -> Option<Timestamp> {
+    containers.chain(node.map(|s| s.timestamp)).max()
 }
 
 /// An update whose newest sample is `newest` was applied to the store: observes the lag.

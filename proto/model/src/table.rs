@@ -11,10 +11,14 @@
 
 use std::sync::Arc;
 
+use samples::Samples;
+
 use crate::{
     ApplyError, ContainerName, Delta, Namespace, NodeChange, NodeView, PodKey, PodView, Sample,
     Timestamp, Usage, Window,
 };
+
+mod samples;
 
 /// A sample standing in where only the names matter ([`PodNames::after`]).
 const PLACEHOLDER: Sample = Sample {
@@ -65,7 +69,7 @@ pub struct NodeUsage {
 pub struct PodTable {
     layout: Arc<Layout>,
     /// One sample per container of `layout.containers`, same order.
-    samples: Vec<Sample>,
+    samples: Samples,
 }
 
 /// The names: which pods, which containers, in which order.
@@ -137,7 +141,12 @@ impl PodNames {
             node: None,
             pods: PodTable {
                 layout: Arc::clone(&self.0),
-                samples: vec![PLACEHOLDER; self.0.containers.len()],
+                samples: {
+                    let n = self.0.containers.len();
+                    let mut samples = Samples::with_capacity(n, PLACEHOLDER.timestamp);
+                    (0..n).for_each(|_| samples.push(PLACEHOLDER));
+                    samples
+                },
             },
         }
         .to_view();
@@ -160,7 +169,9 @@ impl PodNames {
 #[derive(Clone, Copy, Debug)]
 pub struct PodUsage<'a> {
     names: &'a [ContainerName],
-    samples: &'a [Sample],
+    samples: &'a Samples,
+    /// The slot of the first container.
+    start: usize,
 }
 
 impl Layout {
@@ -242,8 +253,9 @@ impl PodTable {
         (
             &self.layout.pods[i].0,
             PodUsage {
-                names: &self.layout.containers[range.clone()],
-                samples: &self.samples[range],
+                start: range.start,
+                names: &self.layout.containers[range],
+                samples: &self.samples,
             },
         )
     }
@@ -283,15 +295,16 @@ impl PodTable {
 
 impl<'a> PodUsage<'a> {
     /// Every container and its sample, sorted by name.
-    pub fn containers(self) -> impl ExactSizeIterator<Item = (&'a ContainerName, &'a Sample)> {
-        self.names.iter().zip(self.samples)
+    pub fn containers(self) -> impl ExactSizeIterator<Item = (&'a ContainerName, Sample)> {
+        let (samples, start) = (self.samples, self.start);
+        (self.names.iter().enumerate()).map(move |(i, name)| (name, samples.get(start + i)))
     }
 
     /// The pod's timestamp and window: those of the container whose timestamp is earliest
     /// (as [`crate::PodView::timestamp_window`]).
     pub fn timestamp_window(self) -> Option<(Timestamp, Window)> {
-        self.samples
-            .iter()
+        self.containers()
+            .map(|(_, s)| s)
             .min_by_key(|s| s.timestamp)
             .map(|s| (s.timestamp, s.window))
     }
@@ -311,7 +324,7 @@ impl NodeUsage {
                 .pods
                 .iter()
                 .map(|(key, pod)| {
-                    let containers = pod.containers().map(|(c, s)| (c.clone(), *s)).collect();
+                    let containers = pod.containers().map(|(c, s)| (c.clone(), s)).collect();
                     (key.clone(), PodView { containers })
                 })
                 .collect(),
@@ -327,11 +340,14 @@ impl NodeUsage {
         if delta.pod_removals.is_empty() && delta.container_removals.is_empty() {
             // upserts set values: those written before a miss are written again below
             let layout = &self.pods.layout;
+            if let Some((_, _, s)) = delta.upserts.first() {
+                self.pods.samples.follow(s);
+            }
             let mut cursor = Cursor::default();
             let hit = delta.upserts.iter().all(|(key, c, s)| {
                 match cursor.next(layout, key, c).or_else(|| layout.slot(key, c)) {
                     Some(slot) => {
-                        self.pods.samples[slot] = *s;
+                        self.pods.samples.set(slot, *s);
                         cursor.follow(layout, slot);
                         true
                     }
@@ -362,8 +378,11 @@ impl NodeUsage {
         {
             return false;
         }
+        if let Some((_, s)) = samples.first() {
+            table.samples.follow(s);
+        }
         for (slot, s) in samples {
-            table.samples[*slot as usize] = *s;
+            table.samples.set(*slot as usize, *s);
         }
         self.set_node(&update.node);
         true
@@ -399,7 +418,7 @@ impl NodeUsage {
                 let name = &new.containers[slot];
                 at += old.containers[at..was.end].partition_point(|c| c < name);
                 if at < was.end && old.containers[at] == *name {
-                    samples[slot] = Some(self.pods.samples[at]);
+                    samples[slot] = Some(self.pods.samples.get(at));
                 }
             }
         }
@@ -409,9 +428,15 @@ impl NodeUsage {
                 None => return false,
             }
         }
-        let Some(samples) = samples.into_iter().collect::<Option<Vec<_>>>() else {
-            return false;
-        };
+        let base = samples.iter().flatten().next().map(|s| s.timestamp);
+        let mut packed = Samples::with_capacity(samples.len(), base.unwrap_or_default());
+        for s in samples {
+            match s {
+                Some(s) => packed.push(s),
+                None => return false,
+            }
+        }
+        let samples = packed;
         self.pods = PodTable {
             layout: Arc::clone(new),
             samples,
@@ -436,7 +461,13 @@ impl From<NodeView> for NodeUsage {
             pods: Vec::with_capacity(view.pods.len()),
             containers: Vec::with_capacity(containers),
         };
-        let mut samples = Vec::with_capacity(containers);
+        let base = view
+            .pods
+            .values()
+            .flat_map(|p| p.containers.values())
+            .next()
+            .map(|s| s.timestamp);
+        let mut samples = Samples::with_capacity(containers, base.unwrap_or_default());
         for (key, pod) in view.pods {
             for (c, s) in pod.containers {
                 layout.containers.push(c);
@@ -464,7 +495,7 @@ impl PartialEq<NodeView> for NodeUsage {
                     && p.names.len() == op.containers.len()
                     && p.containers()
                         .zip(&op.containers)
-                        .all(|((c, s), (oc, os))| c == oc && s == os)
+                        .all(|((c, s), (oc, os))| c == oc && s == *os)
             })
     }
 }

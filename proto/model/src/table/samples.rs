@@ -39,7 +39,7 @@ impl Samples {
     /// Room for `n` samples, around `base` (a sample's timestamp: the others are near it).
     pub(super) fn with_capacity(n: usize, base: Timestamp) -> Self {
         Self {
-            base: base.0 - base.0.rem_euclid(NANOS_PER_MS),
+            base: whole_ms(base.0),
             packed: Vec::with_capacity(n),
             wide: Box::default(),
         }
@@ -53,7 +53,8 @@ impl Samples {
     pub(super) fn get(&self, slot: usize) -> Sample {
         let p = self.packed[slot];
         if p.window_ms == WIDE {
-            return self.wide[self.wide_index(slot).unwrap_or_else(|_| unreachable!())].1;
+            let i = self.wide_index(slot);
+            return self.wide[i.expect("a sample marked whole is in the side list")].1;
         }
         Sample {
             usage: p.usage,
@@ -128,11 +129,11 @@ impl Samples {
     /// message's samples, so a message costs at most one pass over the table for this.
     pub(super) fn follow(&mut self, s: &Sample) {
         let at = s.timestamp.0;
-        if pack(self.base, s).is_some() || pack(at - at.rem_euclid(NANOS_PER_MS), s).is_none() {
+        if pack(self.base, s).is_some() || pack(whole_ms(at), s).is_none() {
             return;
         }
         let samples: Vec<Sample> = self.iter().collect();
-        self.base = at - at.rem_euclid(NANOS_PER_MS);
+        self.base = whole_ms(at);
         self.wide = Box::default();
         for (slot, s) in samples.into_iter().enumerate() {
             self.packed[slot].window_ms = 0;
@@ -143,6 +144,14 @@ impl Samples {
     fn wide_index(&self, slot: usize) -> Result<usize, usize> {
         self.wide.binary_search_by_key(&slot, |(k, _)| *k as usize)
     }
+}
+
+/// A whole millisecond next to `t`: the one before, or the one after where that is before
+/// `i64::MIN`.
+fn whole_ms(t: i64) -> i64 {
+    let below = t.rem_euclid(NANOS_PER_MS);
+    t.checked_sub(below)
+        .unwrap_or_else(|| t + (NANOS_PER_MS - below))
 }
 
 /// `s` in 24 bytes around `base`, if it fits.
@@ -218,6 +227,7 @@ mod tests {
             sample(NOW, 50 * day as u64),        // window of 50 days
             sample(NOW + 30 * day, 15 * MS as u64), // 30 days from the base
             sample(i64::MIN, 15 * MS as u64),    // far before
+            sample(i64::MAX, 15 * MS as u64),    // far after
             sample(NOW, u64::MAX),               // the widest window
             sample(NOW, u64::from(WIDE) * MS as u64), // the marker's window
         ];
@@ -250,6 +260,17 @@ mod tests {
         assert_eq!(s.get(1), sample(NOW + MS, 15_000 * MS as u64));
         s.set(1, later);
         assert!(s.wide.is_empty());
+        // the ends of time: the base moves next to them, without overflow
+        for t in [i64::MIN, i64::MAX, i64::MIN + 1] {
+            let s0 = sample(t, 15 * MS as u64);
+            s.follow(&s0);
+            s.set(0, s0);
+            assert_eq!(s.get(0), s0);
+            assert_eq!(s.base % MS, 0);
+        }
+        s.set(0, later);
+        s.set(1, later);
+        assert_eq!(Samples::with_capacity(1, Timestamp(i64::MIN)).base % MS, 0);
         // a sample that cannot fit anywhere moves nothing
         let base = s.base;
         s.follow(&sample(NOW + 1, 15_000 * MS as u64));

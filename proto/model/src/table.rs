@@ -143,7 +143,7 @@ impl PodNames {
                 layout: Arc::clone(&self.0),
                 samples: {
                     let n = self.0.containers.len();
-                    let mut samples = Samples::with_capacity(n, PLACEHOLDER.timestamp);
+                    let mut samples = Samples::with_capacity(n);
                     (0..n).for_each(|_| samples.push(PLACEHOLDER));
                     samples
                 },
@@ -428,8 +428,7 @@ impl NodeUsage {
                 None => return false,
             }
         }
-        let base = samples.iter().flatten().next().map(|s| s.timestamp);
-        let mut packed = Samples::with_capacity(samples.len(), base.unwrap_or_default());
+        let mut packed = Samples::with_capacity(samples.len());
         for s in samples {
             match s {
                 Some(s) => packed.push(s),
@@ -461,13 +460,7 @@ impl From<NodeView> for NodeUsage {
             pods: Vec::with_capacity(view.pods.len()),
             containers: Vec::with_capacity(containers),
         };
-        let base = view
-            .pods
-            .values()
-            .flat_map(|p| p.containers.values())
-            .next()
-            .map(|s| s.timestamp);
-        let mut samples = Samples::with_capacity(containers, base.unwrap_or_default());
+        let mut samples = Samples::with_capacity(containers);
         for (key, pod) in view.pods {
             for (c, s) in pod.containers {
                 layout.containers.push(c);

@@ -36,10 +36,11 @@ struct Packed {
 }
 
 impl Samples {
-    /// Room for `n` samples, around `base` (a sample's timestamp: the others are near it).
-    pub(super) fn with_capacity(n: usize, base: Timestamp) -> Self {
+    /// Room for `n` samples. The base is taken from the first one pushed (the others of a
+    /// node are near it).
+    pub(super) fn with_capacity(n: usize) -> Self {
         Self {
-            base: whole_ms(base.0),
+            base: 0,
             packed: Vec::with_capacity(n),
             wide: Box::default(),
         }
@@ -70,6 +71,9 @@ impl Samples {
 
     /// Appends a sample (the next slot's).
     pub(super) fn push(&mut self, s: Sample) {
+        if self.packed.is_empty() {
+            self.base = whole_ms(s.timestamp.0);
+        }
         self.packed.push(Packed {
             usage: s.usage,
             offset_ms: 0,
@@ -136,7 +140,6 @@ impl Samples {
         self.base = whole_ms(at);
         self.wide = Box::default();
         for (slot, s) in samples.into_iter().enumerate() {
-            self.packed[slot].window_ms = 0;
             self.set(slot, s);
         }
     }
@@ -157,24 +160,17 @@ fn whole_ms(t: i64) -> i64 {
 /// `s` in 24 bytes around `base`, if it fits.
 #[inline(always)]
 fn pack(base: i64, s: &Sample) -> Option<Packed> {
-    // unsigned and in range first: the divisions below are then by a constant on u64
     let offset = s.timestamp.0.checked_sub(base)?;
-    let (ms, sign) = (offset.unsigned_abs(), offset < 0);
-    if ms > i32::MAX as u64 * NANOS_PER_MS as u64
-        || s.window.0 >= u64::from(WIDE) * NANOS_PER_MS as u64
-    {
+    let window = i64::try_from(s.window.0).ok()?;
+    if offset % NANOS_PER_MS != 0 || window % NANOS_PER_MS != 0 {
         return None;
     }
-    let (offset_ms, window_ms) = (ms / NANOS_PER_MS as u64, s.window.0 / NANOS_PER_MS as u64);
-    if offset_ms * NANOS_PER_MS as u64 != ms || window_ms * NANOS_PER_MS as u64 != s.window.0 {
-        return None;
-    }
-    // both in range: checked above
-    let offset_ms = offset_ms as i32;
     Some(Packed {
         usage: s.usage,
-        offset_ms: if sign { -offset_ms } else { offset_ms },
-        window_ms: window_ms as u32,
+        offset_ms: i32::try_from(offset / NANOS_PER_MS).ok()?,
+        window_ms: u32::try_from(window / NANOS_PER_MS)
+            .ok()
+            .filter(|w| *w != WIDE)?,
     })
 }
 
@@ -210,7 +206,7 @@ mod tests {
     fn kubelet_samples_fit_in_24_bytes() {
         assert_eq!(std::mem::size_of::<Packed>(), 24);
         assert_eq!(std::mem::size_of::<Samples>(), 48);
-        let mut s = Samples::with_capacity(2, Timestamp(NOW + 7));
+        let mut s = Samples::with_capacity(2);
         s.push(sample(NOW + 15_204 * MS, 15_204 * MS as u64));
         s.push(sample(NOW - 3 * MS, 14_999 * MS as u64));
         assert!(s.wide.is_empty());
@@ -231,7 +227,7 @@ mod tests {
             sample(NOW, u64::MAX),               // the widest window
             sample(NOW, u64::from(WIDE) * MS as u64), // the marker's window
         ];
-        let mut s = Samples::with_capacity(cases.len(), Timestamp(NOW));
+        let mut s = Samples::with_capacity(cases.len());
         for c in cases {
             s.push(c);
         }
@@ -248,7 +244,7 @@ mod tests {
     #[test]
     fn the_base_follows_samples_weeks_later() {
         let day = 86_400_000 * MS;
-        let mut s = Samples::with_capacity(2, Timestamp(NOW));
+        let mut s = Samples::with_capacity(2);
         s.push(sample(NOW, 15_000 * MS as u64));
         s.push(sample(NOW + MS, 15_000 * MS as u64));
         let later = sample(NOW + 40 * day, 15_000 * MS as u64);
@@ -270,7 +266,9 @@ mod tests {
         }
         s.set(0, later);
         s.set(1, later);
-        assert_eq!(Samples::with_capacity(1, Timestamp(i64::MIN)).base % MS, 0);
+        let mut first = Samples::with_capacity(1);
+        first.push(sample(i64::MIN, 15 * MS as u64));
+        assert_eq!(first.base % MS, 0);
         // a sample that cannot fit anywhere moves nothing
         let base = s.base;
         s.follow(&sample(NOW + 1, 15_000 * MS as u64));
@@ -302,7 +300,7 @@ mod tests {
             first in prop::collection::vec(arb_sample(), 1..20),
             writes in prop::collection::vec((any::<prop::sample::Index>(), arb_sample(), any::<bool>()), 0..60),
         ) {
-            let mut s = Samples::with_capacity(first.len(), first[0].timestamp);
+            let mut s = Samples::with_capacity(first.len());
             let mut plain = Vec::new();
             for x in &first {
                 s.push(*x);

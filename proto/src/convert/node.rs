@@ -4,8 +4,8 @@
 //!
 //! Between messages a [`NodeDecoder`] holds the wire id of each pod and each container slot
 //! of the node's table, in the table's order (4 bytes an id, where [`StreamDecoder`] holds
-//! 16–24 bytes of names and ids), plus the rare id defined without a sample yet. The common delta —
-//! new samples for containers the node already reports — then decodes to samples by slot
+//! 16–24 bytes of names and ids), plus the rare id defined without a sample yet. The common
+//! delta — new samples for containers the node already reports — then decodes to samples by slot
 //! ([`SlotSamples`]): no names looked up, copied or compared, on either side. A message that
 //! defines or removes ids rebuilds the full dictionary from the table's names, decodes with
 //! [`StreamDecoder`] and works out the names the table will have after it
@@ -161,7 +161,7 @@ impl NodeDecoder {
     fn compact(&mut self, names: PodNames) {
         let pods = std::mem::take(&mut self.inner.pods.0);
         let containers = std::mem::take(&mut self.inner.containers.0);
-        // each pod and container of the names gets its id; 0 marks one without an id yet
+        // each pod and container of the names gets its id; `None` until it has one
         let mut pod_ids = vec![None; names.len()];
         let mut pending = Vec::new();
         for (id, key) in pods {
@@ -175,7 +175,6 @@ impl NodeDecoder {
             .filter_map(|(i, id)| Some(((*id)?, i)))
             .collect();
         by_id.sort_unstable();
-        pending.sort_unstable_by_key(|(id, _)| *id);
         let mut slot_ids = vec![None; names.container_count()];
         let mut pending_containers = Vec::new();
         for (id, (pod, name)) in containers {
@@ -308,21 +307,27 @@ mod tests {
         next
     }
 
+    /// `pods` pods of two containers each, every container with a sample of its own.
+    fn two_containers_a_pod(pods: u64) -> NodeView {
+        let mut view = NodeView::default();
+        for p in 0..pods {
+            let key = PodKey::new("default", &format!("pod-{p}")).unwrap();
+            let pod = view.pods.entry(key).or_default();
+            for (c, name) in (0..).zip(["app", "sidecar"]) {
+                pod.containers.insert(
+                    ContainerName::new(name).unwrap(),
+                    crate::convert::tests::sample(10 * p + c, 2, 3),
+                );
+            }
+        }
+        view
+    }
+
     /// Each id in use costs its 4 bytes between messages, and nothing else but the names
     /// the table shares.
     #[test]
     fn holds_ids_not_names_between_messages() {
-        let mut view = NodeView::default();
-        for p in 0..30 {
-            let key = PodKey::new("default", &format!("pod-{p}")).unwrap();
-            let pod = view.pods.entry(key).or_default();
-            for c in ["app", "sidecar"] {
-                pod.containers.insert(
-                    ContainerName::new(c).unwrap(),
-                    crate::convert::tests::sample(1, 2, 3),
-                );
-            }
-        }
+        let view = two_containers_a_pod(30);
         let mut enc = StreamEncoder::new();
         let mut dec = NodeDecoder::with_names(Limits::default(), Arc::default());
         let table = dec.snapshot(&enc.snapshot(&view)).unwrap();
@@ -339,17 +344,7 @@ mod tests {
     /// Samples in another order than the table's find their slots all the same.
     #[test]
     fn samples_in_any_order() {
-        let mut view = NodeView::default();
-        for p in 0..4 {
-            let key = PodKey::new("default", &format!("pod-{p}")).unwrap();
-            let pod = view.pods.entry(key).or_default();
-            for (c, name) in ["app", "sidecar"].into_iter().enumerate() {
-                pod.containers.insert(
-                    ContainerName::new(name).unwrap(),
-                    crate::convert::tests::sample(10 * p + c as u64, 2, 3),
-                );
-            }
-        }
+        let view = two_containers_a_pod(4);
         let mut enc = StreamEncoder::new();
         let mut dec = NodeDecoder::with_names(Limits::default(), Arc::default());
         let table = dec.snapshot(&enc.snapshot(&view)).unwrap();

@@ -5,7 +5,7 @@
 //! A node's pods and containers (names, order) change rarely; their samples change every
 //! kubelet read. So the names live in a layout ([`PodNames`]) behind an `Arc`, shared by every
 //! version of the node's usage until a pod or container comes or goes, and the samples live in
-//! one vector parallel to the layout's containers (24 bytes a sample: see `table/samples.rs`).
+//! one vector parallel to the layout's containers (16 bytes a sample: see `table/samples.rs`).
 //! A delta that only updates samples copies that vector (one allocation) when a published view
 //! still holds the previous version; a delta that changes the layout builds a new one.
 

@@ -1,15 +1,20 @@
-//! A node table's samples, 24 bytes each where a [`Sample`] takes 32.
+//! A node table's samples, 16 bytes each where a [`Sample`] takes 32.
 //!
-//! The kubelet's timestamps are whole milliseconds, and so are the windows between them. A
-//! sample is kept as its usage, its timestamp in milliseconds from the table's base (a whole
+//! The kubelet's timestamps are whole milliseconds, and so are the windows between them; a
+//! container's working set is counted in whole memory pages; and a container's CPU rarely
+//! reaches four cores. A sample is kept as its CPU in 32-bit nanocores, its memory in 4 KiB
+//! pages (32 bits: up to 16 TiB), its timestamp in milliseconds from the table's base (a whole
 //! millisecond, within ±24 days of the samples) and its window in milliseconds. A sample that
-//! does not fit — a timestamp or window off the millisecond, a window of 49 days or more, a
-//! timestamp too far from the base — is kept whole in a side list, so every sample reads back
-//! exactly as written.
+//! does not fit — 4.29 cores or more, memory off the 4 KiB page, a timestamp or window off the
+//! millisecond, a window of 49 days or more, a timestamp too far from the base — is kept whole
+//! in a side list, so every sample reads back exactly as written.
 
 use crate::{Sample, Timestamp, Usage, Window};
 
 const NANOS_PER_MS: i64 = 1_000_000;
+
+/// Memory is kept in pages of this many bytes (log2).
+const PAGE_SHIFT: u32 = 12;
 
 /// `window_ms` of a sample kept whole in [`Samples::wide`].
 const WIDE: u32 = u32::MAX;
@@ -28,7 +33,9 @@ pub(super) struct Samples {
 
 #[derive(Clone, Copy, Debug)]
 struct Packed {
-    usage: Usage,
+    cpu_nanocores: u32,
+    /// Memory in pages of `1 << PAGE_SHIFT` bytes.
+    memory_pages: u32,
     /// Milliseconds from the base.
     offset_ms: i32,
     /// Milliseconds, or [`WIDE`].
@@ -58,7 +65,10 @@ impl Samples {
             return self.wide[i.expect("a sample marked whole is in the side list")].1;
         }
         Sample {
-            usage: p.usage,
+            usage: Usage {
+                cpu_nanocores: u64::from(p.cpu_nanocores),
+                memory_bytes: u64::from(p.memory_pages) << PAGE_SHIFT,
+            },
             timestamp: Timestamp(self.base + i64::from(p.offset_ms) * NANOS_PER_MS),
             window: Window(u64::from(p.window_ms) * NANOS_PER_MS as u64),
         }
@@ -74,11 +84,7 @@ impl Samples {
         if self.packed.is_empty() {
             self.base = whole_ms(s.timestamp.0);
         }
-        self.packed.push(Packed {
-            usage: s.usage,
-            offset_ms: 0,
-            window_ms: WIDE,
-        });
+        self.packed.push(Packed::WHOLE);
         self.set(self.packed.len() - 1, s);
     }
 
@@ -110,11 +116,7 @@ impl Samples {
                 }
             }
             None => {
-                self.packed[slot] = Packed {
-                    usage: s.usage,
-                    offset_ms: 0,
-                    window_ms: WIDE,
-                };
+                self.packed[slot] = Packed::WHOLE;
                 match self.wide_index(slot) {
                     Ok(i) => self.wide[i].1 = s,
                     // a node holds far fewer than 2^32 containers (the agent bounds a read)
@@ -157,16 +159,31 @@ fn whole_ms(t: i64) -> i64 {
         .unwrap_or_else(|| t + (NANOS_PER_MS - below))
 }
 
-/// `s` in 24 bytes around `base`, if it fits.
+impl Packed {
+    /// The mark of a sample kept whole.
+    const WHOLE: Packed = Packed {
+        cpu_nanocores: 0,
+        memory_pages: 0,
+        offset_ms: 0,
+        window_ms: WIDE,
+    };
+}
+
+/// `s` in 16 bytes around `base`, if it fits.
 #[inline(always)]
 fn pack(base: i64, s: &Sample) -> Option<Packed> {
     let offset = s.timestamp.0.checked_sub(base)?;
     let window = i64::try_from(s.window.0).ok()?;
-    if offset % NANOS_PER_MS != 0 || window % NANOS_PER_MS != 0 {
+    let memory = s.usage.memory_bytes;
+    if offset % NANOS_PER_MS != 0
+        || window % NANOS_PER_MS != 0
+        || memory & ((1 << PAGE_SHIFT) - 1) != 0
+    {
         return None;
     }
     Some(Packed {
-        usage: s.usage,
+        cpu_nanocores: u32::try_from(s.usage.cpu_nanocores).ok()?,
+        memory_pages: u32::try_from(memory >> PAGE_SHIFT).ok()?,
         offset_ms: i32::try_from(offset / NANOS_PER_MS).ok()?,
         window_ms: u32::try_from(window / NANOS_PER_MS)
             .ok()
@@ -188,14 +205,25 @@ mod tests {
 
     use super::*;
 
+    /// A sample whose usage fits (it varies with the timestamp and the window).
     fn sample(ts: i64, window: u64) -> Sample {
         Sample {
             usage: Usage {
-                cpu_nanocores: ts as u64 ^ 0x55,
-                memory_bytes: window ^ 0xaa,
+                cpu_nanocores: ts.rem_euclid(1 << 31) as u64 ^ 0x55,
+                memory_bytes: (window % (1 << 20) ^ 0xaa) << PAGE_SHIFT,
             },
             timestamp: Timestamp(ts),
             window: Window(window),
+        }
+    }
+
+    fn using(cpu_nanocores: u64, memory_bytes: u64) -> Sample {
+        Sample {
+            usage: Usage {
+                cpu_nanocores,
+                memory_bytes,
+            },
+            ..sample(NOW, 15_000 * MS as u64)
         }
     }
 
@@ -203,8 +231,8 @@ mod tests {
     const NOW: i64 = 1_717_243_195_318 * MS;
 
     #[test]
-    fn kubelet_samples_fit_in_24_bytes() {
-        assert_eq!(std::mem::size_of::<Packed>(), 24);
+    fn kubelet_samples_fit_in_16_bytes() {
+        assert_eq!(std::mem::size_of::<Packed>(), 16);
         assert_eq!(std::mem::size_of::<Samples>(), 48);
         let mut s = Samples::with_capacity(2);
         s.push(sample(NOW + 15_204 * MS, 15_204 * MS as u64));
@@ -226,6 +254,11 @@ mod tests {
             sample(i64::MAX, 15 * MS as u64),    // far after
             sample(NOW, u64::MAX),               // the widest window
             sample(NOW, u64::from(WIDE) * MS as u64), // the marker's window
+            using(1 << 32, 4096),                // 4.29 cores
+            using(u64::MAX, 4096),
+            using(1, 4097),    // off the page
+            using(1, 1 << 44), // 16 TiB
+            using(1, u64::MAX),
         ];
         let mut s = Samples::with_capacity(cases.len());
         for c in cases {
@@ -282,7 +315,13 @@ mod tests {
             any::<i64>(),
         ];
         let window = prop_oneof![(1u64..100_000).prop_map(|ms| ms * MS as u64), any::<u64>(),];
-        (ts, window, any::<u64>(), any::<u64>()).prop_map(|(ts, window, cpu, mem)| Sample {
+        let cpu = prop_oneof![0u64..1 << 33, any::<u64>()];
+        let memory = prop_oneof![
+            (0u64..1 << 33).prop_map(|pages| pages << PAGE_SHIFT),
+            0u64..1 << 40,
+            any::<u64>(),
+        ];
+        (ts, window, cpu, memory).prop_map(|(ts, window, cpu, mem)| Sample {
             usage: Usage {
                 cpu_nanocores: cpu,
                 memory_bytes: mem,

@@ -128,7 +128,17 @@ impl Published {
 /// relays' default `--batch-interval` (100 ms, where fewer batches save more) spends.
 pub const PUBLISH_EVERY: Duration = Duration::from_millis(50);
 
+/// Messages taken off the queue at a time.
+const DRAIN: usize = 1024;
+
 /// Runs the writer until every sender is gone.
+///
+/// What the writer applies becomes visible only when it publishes, so it wakes for the first
+/// message after a publish (which fixes when the next publish is due), then not again until
+/// that publish: everything queued meanwhile is applied at once just before it. Under load
+/// that is two wake-ups per [`PUBLISH_EVERY`] however many streams or relays send, where
+/// waking for every message would take one per message, and readers see each update no later
+/// than before.
 pub async fn run(
     mut store: ClusterStore,
     mut rx: mpsc::Receiver<WriterMsg>,
@@ -137,14 +147,17 @@ pub async fn run(
     let mut resync: HashMap<StreamId, ResyncTo> = HashMap::new();
     let mut tick = tokio::time::interval(Duration::from_millis(500));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut batch = Vec::with_capacity(1024);
+    let mut batch = Vec::with_capacity(DRAIN);
     let mut published_at = tokio::time::Instant::now();
-    let mut pending = false;
-    loop {
+    // when the next publish is due: set by the first change after a publish
+    let mut due: Option<tokio::time::Instant> = None;
+    let mut open = true;
+    while open || due.is_some() {
         tokio::select! {
-            n = rx.recv_many(&mut batch, 1024) => {
+            n = rx.recv_many(&mut batch, DRAIN), if due.is_none() && open => {
                 if n == 0 {
-                    break;
+                    open = false;
+                    continue;
                 }
                 let now = Instant::now();
                 for msg in batch.drain(..) {
@@ -156,16 +169,51 @@ pub async fn run(
                     telemetry::node_expired(&node);
                 }
             }
-            _ = tokio::time::sleep_until(published_at + PUBLISH_EVERY), if pending => {}
+            _ = tokio::time::sleep_until(due.unwrap_or(published_at)), if due.is_some() => {
+                // what arrived since the first change: applied now, published together
+                open = drain(&mut rx, &mut batch, &mut store, &mut resync);
+                published.publish(store.publish());
+                published_at = tokio::time::Instant::now();
+                due = None;
+                published.mark_alive();
+                continue;
+            }
         }
-        pending = true;
-        if published_at.elapsed() >= PUBLISH_EVERY {
-            published.publish(store.publish());
-            published_at = tokio::time::Instant::now();
-            pending = false;
-        }
+        due.get_or_insert(published_at + PUBLISH_EVERY);
         published.mark_alive();
     }
+}
+
+/// Applies every message queued now, without waiting for more; false once every sender is
+/// gone.
+fn drain(
+    rx: &mut mpsc::Receiver<WriterMsg>,
+    batch: &mut Vec<WriterMsg>,
+    store: &mut ClusterStore,
+    resync: &mut HashMap<StreamId, ResyncTo>,
+) -> bool {
+    let now = Instant::now();
+    loop {
+        match rx.try_recv() {
+            Ok(msg) => batch.push(msg),
+            Err(mpsc::error::TryRecvError::Empty) => break,
+            Err(mpsc::error::TryRecvError::Disconnected) => {
+                batch
+                    .drain(..)
+                    .for_each(|msg| handle(store, resync, msg, now));
+                return false;
+            }
+        }
+        if batch.len() == DRAIN {
+            batch
+                .drain(..)
+                .for_each(|msg| handle(store, resync, msg, now));
+        }
+    }
+    batch
+        .drain(..)
+        .for_each(|msg| handle(store, resync, msg, now));
+    true
 }
 
 fn handle(
@@ -218,5 +266,60 @@ fn handle(
                 handle(store, resync, msg, now);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use kubepulse_aggregator_core::store::StoreConfig;
+    use kubepulse_model::Epoch;
+    use tokio::time::sleep;
+
+    use super::*;
+
+    fn open(node: &str) -> WriterMsg {
+        WriterMsg::Open {
+            node: NodeName::new(node).unwrap(),
+            stream: StreamId(node.len() as u64),
+            info: StreamInfo {
+                epoch: Epoch(1),
+                poll_interval: Duration::from_secs(15),
+                agent_version: "test".into(),
+            },
+            resync: ResyncTo::Stream(mpsc::channel(1).0),
+        }
+    }
+
+    fn shows(published: &Published, node: &str) -> bool {
+        published.view().nodes.contains_key(node)
+    }
+
+    /// A change after a quiet spell is published at once; what follows within
+    /// [`PUBLISH_EVERY`] waits for the end of it and is published together; what is queued
+    /// when the senders go is published before the writer ends.
+    #[tokio::test(start_paused = true)]
+    async fn publishes_at_most_once_a_period() {
+        let (tx, rx) = mpsc::channel(16);
+        let published = Published::new();
+        let writer = tokio::spawn(run(
+            ClusterStore::new(StoreConfig::default()),
+            rx,
+            Arc::clone(&published),
+        ));
+        sleep(PUBLISH_EVERY * 2).await;
+        tx.send(open("a")).await.unwrap();
+        sleep(Duration::from_millis(1)).await;
+        assert!(shows(&published, "a"), "published at once");
+        tx.send(open("bb")).await.unwrap();
+        sleep(PUBLISH_EVERY / 5).await;
+        tx.send(open("ccc")).await.unwrap();
+        sleep(PUBLISH_EVERY / 5).await;
+        assert!(!shows(&published, "bb") && !shows(&published, "ccc"));
+        sleep(PUBLISH_EVERY).await;
+        assert!(shows(&published, "bb") && shows(&published, "ccc"));
+        tx.send(open("dddd")).await.unwrap();
+        drop(tx);
+        writer.await.unwrap();
+        assert!(shows(&published, "dddd"), "published before the writer ends");
     }
 }

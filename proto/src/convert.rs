@@ -111,8 +111,13 @@ impl StreamEncoder {
             node: view.node.as_ref().map(|s| usage_to_wire(s, base)),
             ..Default::default()
         };
-        for (key, pod) in &view.pods {
-            let pod_id = self.define_pod(key, &mut msg.pods);
+        // every pod first, then every container, each in the view's order: the ids of the
+        // pods, and those of the containers, are then consecutive in the order of the
+        // aggregator's table, which holds them as two runs (see `convert/node.rs`)
+        let pod_ids: Vec<u32> = (view.pods.keys())
+            .map(|key| self.define_pod(key, &mut msg.pods))
+            .collect();
+        for ((key, pod), pod_id) in view.pods.iter().zip(pod_ids) {
             for (c, s) in &pod.containers {
                 let id = self.define_container(key, c, pod_id, &mut msg.containers);
                 msg.usages.push(v1::ContainerUsage {

@@ -4,7 +4,8 @@
 //!
 //! Between messages a [`NodeDecoder`] holds the wire id of each pod and each container slot
 //! of the node's table, in the table's order (4 bytes an id, where [`StreamDecoder`] holds
-//! 16–24 bytes of names and ids), plus the rare id defined without a sample yet. The common
+//! 16–24 bytes of names and ids; nothing but the first when they are consecutive, as an
+//! agent's snapshot defines them), plus the rare id defined without a sample yet. The common
 //! delta — new samples for containers the node already reports — then decodes to samples by slot
 //! ([`SlotSamples`]): no names looked up, copied or compared, on either side. A message that
 //! defines or removes ids rebuilds the full dictionary from the table's names, decodes with
@@ -26,10 +27,10 @@ pub struct NodeDecoder {
     /// The node's names after the last message.
     names: PodNames,
     /// The id of each pod in `names`, by pod index.
-    pod_ids: Vec<u32>,
+    pod_ids: Ids,
     /// The id of each container in `names`, by slot. Agents send a delta's samples in the
     /// table's order, so the slot of each is found next to the previous one's.
-    slot_ids: Vec<u32>,
+    slot_ids: Ids,
     /// Pods defined but without a container in `names` yet (or a second id for a pod that
     /// has one), sorted by id.
     pending_pods: IdMap<PodKey>,
@@ -56,8 +57,8 @@ impl NodeDecoder {
         Self {
             inner: StreamDecoder::with_names(limits, names),
             names: PodNames::default(),
-            pod_ids: Vec::new(),
-            slot_ids: Vec::new(),
+            pod_ids: Ids::default(),
+            slot_ids: Ids::default(),
             pending_pods: IdMap::default(),
             pending_containers: IdMap::default(),
         }
@@ -98,7 +99,7 @@ impl NodeDecoder {
         for cu in &msg.usages {
             let id = cu.container_id;
             let slot = match ids.get(next) {
-                Some(k) if *k == id => next,
+                Some(k) if k == id => next,
                 _ => match find_slot(ids, next, id, &mut by_id) {
                     Some(slot) => slot,
                     None => return Ok(None),
@@ -136,7 +137,7 @@ impl NodeDecoder {
         let mut pods = Vec::with_capacity(self.pod_ids.len() + self.pending_pods.len());
         for (index, id) in self.pod_ids.iter().enumerate() {
             if let Some(key) = self.names.pod(index) {
-                pods.push((*id, key.clone()));
+                pods.push((id, key.clone()));
             }
         }
         pods.append(&mut self.pending_pods.0);
@@ -144,16 +145,18 @@ impl NodeDecoder {
         let mut containers =
             Vec::with_capacity(self.slot_ids.len() + self.pending_containers.len());
         for (slot, id) in self.slot_ids.iter().enumerate() {
-            if let Some((pod, name)) = self.names.container(slot) {
-                containers.push((*id, (self.pod_ids[pod], name.clone())));
+            if let Some((pod, name)) = self.names.container(slot)
+                && let Some(pod_id) = self.pod_ids.get(pod)
+            {
+                containers.push((id, (pod_id, name.clone())));
             }
         }
         containers.append(&mut self.pending_containers.0);
         containers.sort_unstable_by_key(|(id, _)| *id);
         self.inner.pods = IdMap(pods);
         self.inner.containers = IdMap(containers);
-        self.pod_ids = Vec::new();
-        self.slot_ids = Vec::new();
+        self.pod_ids = Ids::default();
+        self.slot_ids = Ids::default();
     }
 
     /// Takes `names` as the node's and turns the full dictionary into tables pointing
@@ -188,8 +191,8 @@ impl NodeDecoder {
         pending_containers.shrink_to_fit();
         // every pod and container of the names was defined on this stream (the names come
         // from its own messages), so each has its id
-        self.pod_ids = exact(&pod_ids);
-        self.slot_ids = exact(&slot_ids);
+        self.pod_ids = Ids::new(&pod_ids);
+        self.slot_ids = Ids::new(&slot_ids);
         self.names = names;
         self.pending_pods = IdMap(pending);
         self.pending_containers = IdMap(pending_containers);
@@ -200,8 +203,8 @@ impl NodeDecoder {
         self.inner.pods = IdMap::default();
         self.inner.containers = IdMap::default();
         self.names = PodNames::default();
-        self.pod_ids = Vec::new();
-        self.slot_ids = Vec::new();
+        self.pod_ids = Ids::default();
+        self.slot_ids = Ids::default();
         self.pending_pods = IdMap::default();
         self.pending_containers = IdMap::default();
     }
@@ -211,11 +214,18 @@ impl NodeDecoder {
 /// come in the table's order (`by_id` is `None`), else by id, from an index of `ids` sorted
 /// once (so samples in any order cost O(n log n), not O(n²)).
 fn find_slot(
-    ids: &[u32],
+    ids: &Ids,
     next: usize,
     id: u32,
     by_id: &mut Option<Vec<(u32, usize)>>,
 ) -> Option<usize> {
+    let ids = match ids {
+        Ids::Run { first, len } => {
+            let at = id.checked_sub(*first)?;
+            return (at < *len).then_some(at as usize);
+        }
+        Ids::List(ids) => ids,
+    };
     if by_id.is_none()
         && let Some(ahead) = ids[next..].iter().position(|k| *k == id)
     {
@@ -230,12 +240,69 @@ fn find_slot(
     Some(by_id[i].1)
 }
 
-/// The ids, in a vector of exactly their number.
-fn exact(ids: &[Option<u32>]) -> Vec<u32> {
-    debug_assert!(ids.iter().all(Option::is_some), "an id for each");
-    let mut v = Vec::with_capacity(ids.len());
-    v.extend(ids.iter().map(|id| id.unwrap_or(u32::MAX)));
-    v
+/// The wire id of each pod, or of each container slot, of a node's names, in their order.
+///
+/// An agent hands out ids in the order it defines names, and its snapshot defines them in
+/// its table's order, which is the order of the names: until pods come and go, the ids are
+/// consecutive, and only the first is held.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Ids {
+    /// `len` ids, `first` and the ones after it.
+    Run {
+        /// The first id.
+        first: u32,
+        /// How many.
+        len: u32,
+    },
+    /// Any ids, one per position.
+    List(Box<[u32]>),
+}
+
+impl Default for Ids {
+    fn default() -> Self {
+        Self::Run { first: 0, len: 0 }
+    }
+}
+
+impl Ids {
+    /// The ids of `ids`, each set (an unset one stands as `u32::MAX`).
+    fn new(ids: &[Option<u32>]) -> Self {
+        debug_assert!(ids.iter().all(Option::is_some), "an id for each");
+        let ids = || ids.iter().map(|id| id.unwrap_or(u32::MAX));
+        let first = ids().next().unwrap_or(0);
+        let consecutive = ids().enumerate().all(|(i, id)| {
+            u32::try_from(i)
+                .ok()
+                .and_then(|i| first.checked_add(i))
+                .is_some_and(|expected| id == expected && id != u32::MAX)
+        });
+        match u32::try_from(ids().len()) {
+            Ok(len) if consecutive && first.checked_add(len).is_some() => Self::Run { first, len },
+            _ => Self::List(ids().collect()),
+        }
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            Self::Run { len, .. } => *len as usize,
+            Self::List(ids) => ids.len(),
+        }
+    }
+
+    /// The id at `position`.
+    fn get(&self, position: usize) -> Option<u32> {
+        match self {
+            Self::Run { first, len } => {
+                let at = u32::try_from(position).ok().filter(|at| at < len)?;
+                Some(first + at)
+            }
+            Self::List(ids) => ids.get(position).copied(),
+        }
+    }
+
+    fn iter(&self) -> impl Iterator<Item = u32> + '_ {
+        (0..self.len()).filter_map(|i| self.get(i))
+    }
 }
 
 /// The key of pod `id`, whether the names hold it (`by_id`: (id, index into `names`), sorted
@@ -323,8 +390,8 @@ mod tests {
         view
     }
 
-    /// Each id in use costs its 4 bytes between messages, and nothing else but the names
-    /// the table shares.
+    /// Each id in use costs at most its 4 bytes between messages (nothing but the first
+    /// while they are consecutive), and nothing else but the names the table shares.
     #[test]
     fn holds_ids_not_names_between_messages() {
         let view = two_containers_a_pod(30);
@@ -333,12 +400,68 @@ mod tests {
         let table = dec.snapshot(&enc.snapshot(&view)).unwrap();
         assert!(dec.names.same(&table.pods.names()));
         assert_eq!((dec.pod_ids.len(), dec.slot_ids.len()), (30, 60));
-        assert_eq!((dec.pod_ids.capacity(), dec.slot_ids.capacity()), (30, 60));
+        // the snapshot defined them in the table's order: consecutive, held as a run
+        assert!(matches!(dec.pod_ids, Ids::Run { len: 30, .. }));
+        assert!(matches!(dec.slot_ids, Ids::Run { len: 60, .. }));
         assert_eq!(
             dec.inner.pods.0.capacity() + dec.inner.containers.0.capacity(),
             0
         );
         assert_eq!(dec.pending_pods.len() + dec.pending_containers.len(), 0);
+    }
+
+    /// A snapshot numbered as agents before the two runs number it (each pod, then its
+    /// containers) decodes to the same table, its ids held as lists.
+    #[test]
+    fn interleaved_ids_decode_the_same() {
+        let view = two_containers_a_pod(3);
+        let mut snap = StreamEncoder::new().snapshot(&view);
+        // pods 0, 1, 2 and containers 3..9 become pod 0, its containers 1 and 2, pod 3, ...
+        let pods = snap.pods.len() as u32;
+        let renumber = |id: u32| {
+            if id < pods {
+                id * 3
+            } else {
+                (id - pods) / 2 * 3 + 1 + (id - pods) % 2
+            }
+        };
+        snap.pods.iter_mut().for_each(|p| p.id = renumber(p.id));
+        for c in &mut snap.containers {
+            (c.id, c.pod_id) = (renumber(c.id), renumber(c.pod_id));
+        }
+        snap.usages
+            .iter_mut()
+            .for_each(|u| u.container_id = renumber(u.container_id));
+        let mut dec = NodeDecoder::with_names(Limits::default(), Arc::default());
+        let table = dec.snapshot(&snap).unwrap();
+        assert_eq!(table, view);
+        assert_eq!(dec.pod_ids, Ids::List([0, 3, 6].into()));
+        assert_eq!(dec.slot_ids, Ids::List([1, 2, 4, 5, 7, 8].into()));
+    }
+
+    /// Consecutive ids are held as a run, any others as a list; both answer the same.
+    #[test]
+    fn ids_run_or_listed() {
+        let run = Ids::new(&[Some(5), Some(6), Some(7)]);
+        assert_eq!(run, Ids::Run { first: 5, len: 3 });
+        assert_eq!(run.iter().collect::<Vec<_>>(), [5, 6, 7]);
+        assert_eq!((run.get(2), run.get(3)), (Some(7), None));
+        for listed in [
+            vec![Some(5), Some(7)],
+            vec![Some(7), Some(6)],
+            vec![Some(u32::MAX - 1), Some(u32::MAX)],
+        ] {
+            let ids = Ids::new(&listed);
+            assert!(matches!(ids, Ids::List(_)), "{listed:?}");
+            assert_eq!(ids.iter().map(Some).collect::<Vec<_>>(), listed);
+        }
+        assert_eq!(Ids::new(&[]), Ids::default());
+        assert_eq!(Ids::new(&[Some(u32::MAX)]).get(0), Some(u32::MAX));
+        // slots by id: in the run, below it, past it
+        let mut by_id = None;
+        assert_eq!(find_slot(&run, 0, 6, &mut by_id), Some(1));
+        assert_eq!(find_slot(&run, 0, 4, &mut by_id), None);
+        assert_eq!(find_slot(&run, 0, 8, &mut by_id), None);
     }
 
     /// Samples in another order than the table's find their slots all the same.
@@ -358,7 +481,17 @@ mod tests {
             |n| (0..n).rev().collect(),
             |n| (0..n).map(|i| (i * 5 + 3) % n).collect(),
         ];
-        for order in orders {
+        // the ids as the snapshot left them (a run), and the same ids listed one by one
+        let listed = Ids::List(dec.slot_ids.iter().collect());
+        assert!(matches!(dec.slot_ids, Ids::Run { .. }));
+        for (ids, order) in orders
+            .iter()
+            .map(|o| (None, o))
+            .chain(orders.iter().map(|o| (Some(listed.clone()), o)))
+        {
+            if let Some(ids) = ids {
+                dec.slot_ids = ids;
+            }
             let mut msg = delta.clone();
             msg.usages = order(delta.usages.len())
                 .into_iter()
@@ -426,7 +559,7 @@ mod tests {
         };
         assert_eq!(r.delta.upserts.len(), 1);
         assert_eq!(r.after.container_count(), 1);
-        assert_eq!(dec.slot_ids, vec![2]);
+        assert_eq!(dec.slot_ids, Ids::Run { first: 2, len: 1 });
         // the second sample is a steady one
         assert!(matches!(dec.delta(&first), Ok(NodeDelta::Samples(s)) if s.samples.len() == 1));
     }

@@ -70,9 +70,11 @@ impl Layout {
         format!("sim-node-{i:0w$}", w = self.width)
     }
 
-    /// Name of namespace `k`.
+    /// Name of namespace `k`. Zero-padded, so that names sort as numbers do: a node's pods
+    /// then sort in the same order under their new names as under their shape's own (see
+    /// [`Layout::base_fleet`]).
     pub fn namespace_name(k: usize) -> String {
-        format!("ns-{k}")
+        format!("ns-{k:06}")
     }
 
     /// Namespace of pod `p` of node `i`: consecutive pods go to consecutive namespaces, so a
@@ -96,9 +98,16 @@ impl Layout {
         self.nodes.clamp(1, SHAPES)
     }
 
-    /// The base fleet: one simulated node per shape (seed 1), unrenamed.
+    /// The base fleet: one simulated node per shape (seed 1), unrenamed, each node's pods
+    /// sorted by namespace and name.
+    ///
+    /// Sorted because an agent sends a delta's samples in its table's order (pods by
+    /// namespace and name): pod `p` of node `i` is renamed into namespace
+    /// `i * pods_per_node + p`, so the renamed pods keep the order of their shape's, and the
+    /// recorded deltas list their samples in the order of each node's renamed table, as a
+    /// real agent of that node would (but where namespace numbers wrap around).
     pub fn base_fleet(&self, now_ms: i64) -> Fleet {
-        Fleet::generate(
+        let mut fleet = Fleet::generate(
             &FleetConfig {
                 nodes: self.shapes(),
                 pods_per_node: self.pods_per_node,
@@ -107,7 +116,12 @@ impl Layout {
                 refresh_ms: self.interval_ms,
             },
             now_ms,
-        )
+        );
+        for node in &mut fleet.nodes {
+            node.pods
+                .sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
+        }
+        fleet
     }
 
     /// The whole cluster as a simulated fleet (for kubelets that metrics-server scrapes):
@@ -253,4 +267,52 @@ pub fn record(layout: &Layout, t0_ms: i64) -> anyhow::Result<Vec<Shape>> {
             Ok(shape)
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Each renamed node's deltas list their samples in the order of that node's table
+    /// (pods by namespace and name, containers by name), as its agent would send them.
+    #[test]
+    fn deltas_follow_each_nodes_table_order() {
+        let layout = Layout::new(300, 30, 15_000);
+        let shapes = record(&layout, 1_717_243_200_000).unwrap();
+        let mut in_order = 0;
+        for i in 0..layout.nodes {
+            let shape = &shapes[layout.shape_of(i)];
+            let snap = shape.snapshot_for(&layout, i, 1_717_243_215_000);
+            let pods: HashMap<u32, (&str, &str)> = snap
+                .pods
+                .iter()
+                .map(|p| (p.id, (p.namespace.as_str(), p.name.as_str())))
+                .collect();
+            let mut table: Vec<((&str, &str), &str, u32)> = snap
+                .containers
+                .iter()
+                .map(|c| (pods[&c.pod_id], c.name.as_str(), c.id))
+                .collect();
+            table.sort();
+            let table: Vec<u32> = table.into_iter().map(|(_, _, id)| id).collect();
+            let sent: Vec<u32> = shape
+                .delta_for(0, 1_717_243_230_000)
+                .usages
+                .iter()
+                .map(|u| u.container_id)
+                .collect();
+            let first = layout.namespace_of(i, 0);
+            let last = layout.namespace_of(i, layout.pods_per_node - 1);
+            if first < last {
+                assert_eq!(sent, table, "node {i}");
+                in_order += 1;
+            }
+        }
+        // only nodes whose namespace numbers wrap around may differ
+        assert!(
+            in_order >= layout.nodes - 2,
+            "{in_order} of {}",
+            layout.nodes
+        );
+    }
 }

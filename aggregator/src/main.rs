@@ -15,6 +15,14 @@ use kubepulse_aggregator::{Config, Listeners, telemetry};
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
+// jemalloc's run-time defaults are built into it from `.cargo/config.toml`
+// (`JEMALLOC_SYS_WITH_MALLOC_CONF`; `_RJEM_MALLOC_CONF` in the environment overrides them):
+// one arena instead of four per CPU. The store's long-lived allocations are made on whichever
+// thread runs an ingest stream's task, so with several arenas they spread over several, each
+// holding its own partly used pages; one arena kept the resident set ~1.5 MiB smaller at 5,000
+// relayed nodes (34.7-34.9 against 36.1-36.4 MiB anonymous, two runs each) at the same CPU.
+// Each thread still allocates from its own cache first.
+
 fn main() -> ExitCode {
     let config = Config::parse();
     let (format, level) = (config.log_format, config.log_level.clone());

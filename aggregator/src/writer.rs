@@ -320,6 +320,9 @@ mod tests {
         tx.send(open("dddd")).await.unwrap();
         drop(tx);
         writer.await.unwrap();
-        assert!(shows(&published, "dddd"), "published before the writer ends");
+        assert!(
+            shows(&published, "dddd"),
+            "published before the writer ends"
+        );
     }
 }

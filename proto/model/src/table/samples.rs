@@ -210,7 +210,7 @@ mod tests {
         Sample {
             usage: Usage {
                 cpu_nanocores: ts.rem_euclid(1 << 31) as u64 ^ 0x55,
-                memory_bytes: (window % (1 << 20) ^ 0xaa) << PAGE_SHIFT,
+                memory_bytes: ((window % (1 << 20)) ^ 0xaa) << PAGE_SHIFT,
             },
             timestamp: Timestamp(ts),
             window: Window(window),

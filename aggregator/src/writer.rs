@@ -159,10 +159,7 @@ pub async fn run(
                     open = false;
                     continue;
                 }
-                let now = Instant::now();
-                for msg in batch.drain(..) {
-                    handle(&mut store, &mut resync, msg, now);
-                }
+                apply(&mut batch, &mut store, &mut resync, Instant::now());
             }
             _ = tick.tick() => {
                 for node in store.evict_stale(Instant::now()) {
@@ -193,27 +190,30 @@ fn drain(
     resync: &mut HashMap<StreamId, ResyncTo>,
 ) -> bool {
     let now = Instant::now();
-    loop {
+    let open = loop {
         match rx.try_recv() {
             Ok(msg) => batch.push(msg),
-            Err(mpsc::error::TryRecvError::Empty) => break,
-            Err(mpsc::error::TryRecvError::Disconnected) => {
-                batch
-                    .drain(..)
-                    .for_each(|msg| handle(store, resync, msg, now));
-                return false;
-            }
+            Err(mpsc::error::TryRecvError::Empty) => break true,
+            Err(mpsc::error::TryRecvError::Disconnected) => break false,
         }
         if batch.len() == DRAIN {
-            batch
-                .drain(..)
-                .for_each(|msg| handle(store, resync, msg, now));
+            apply(batch, store, resync, now);
         }
+    };
+    apply(batch, store, resync, now);
+    open
+}
+
+/// Applies the messages of `batch`, emptying it.
+fn apply(
+    batch: &mut Vec<WriterMsg>,
+    store: &mut ClusterStore,
+    resync: &mut HashMap<StreamId, ResyncTo>,
+    now: Instant,
+) {
+    for msg in batch.drain(..) {
+        handle(store, resync, msg, now);
     }
-    batch
-        .drain(..)
-        .for_each(|msg| handle(store, resync, msg, now));
-    true
 }
 
 fn handle(

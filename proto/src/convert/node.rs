@@ -265,20 +265,17 @@ impl Default for Ids {
 }
 
 impl Ids {
-    /// The ids of `ids`, each set (an unset one stands as `u32::MAX`).
+    /// The ids of `ids`, each set (an unset one stands as `u32::MAX`). A run never reaches
+    /// `u32::MAX`, so `first + len` does not overflow.
     fn new(ids: &[Option<u32>]) -> Self {
         debug_assert!(ids.iter().all(Option::is_some), "an id for each");
-        let ids = || ids.iter().map(|id| id.unwrap_or(u32::MAX));
-        let first = ids().next().unwrap_or(0);
-        let consecutive = ids().enumerate().all(|(i, id)| {
-            u32::try_from(i)
-                .ok()
-                .and_then(|i| first.checked_add(i))
-                .is_some_and(|expected| id == expected && id != u32::MAX)
-        });
-        match u32::try_from(ids().len()) {
-            Ok(len) if consecutive && first.checked_add(len).is_some() => Self::Run { first, len },
-            _ => Self::List(ids().collect()),
+        let first = ids.first().copied().flatten().unwrap_or(0);
+        let consecutive = (0..)
+            .zip(ids)
+            .all(|(i, id)| id.is_some_and(|id| id != u32::MAX && first.checked_add(i) == Some(id)));
+        match u32::try_from(ids.len()) {
+            Ok(len) if consecutive => Self::Run { first, len },
+            _ => Self::List(ids.iter().map(|id| id.unwrap_or(u32::MAX)).collect()),
         }
     }
 

@@ -166,9 +166,12 @@ pub struct Config {
     #[arg(long, env = "KUBEPULSE_RELAY_MAX_PENDING_BYTES", default_value_t = 256 << 20, help_heading = "Batching")]
     pub max_pending_bytes: usize,
     /// A status equal to the last one forwarded for its agent is forwarded again only after this
-    /// long without any message forwarded for that agent (keep it well below the aggregators'
-    /// node TTL, at least 30 s).
-    #[arg(long, env = "KUBEPULSE_RELAY_HEARTBEAT_FORWARD_INTERVAL", default_value = "10s", value_parser = parse_duration, help_heading = "Batching")]
+    /// long without any message forwarded for that agent. Keep it below the aggregators' node
+    /// TTL (--node-ttl-min, 30 s by default) less the agents' --heartbeat-interval (5 s): an
+    /// idle agent's node then still hears from it in time. At 18 s an agent whose kubelet
+    /// refreshes every 15 s (a delta a second or so after each refresh) has no heartbeat
+    /// forwarded at all: its deltas keep its node fresh.
+    #[arg(long, env = "KUBEPULSE_RELAY_HEARTBEAT_FORWARD_INTERVAL", default_value = "18s", value_parser = parse_duration, help_heading = "Batching")]
     pub heartbeat_forward_interval: Duration,
 
     /// Address of the plain-HTTP operations endpoint: /healthz, /readyz and /metrics

@@ -117,6 +117,65 @@ fn an_equal_status_is_coalesced_until_the_heartbeat_forward_interval() {
     assert_eq!(push(9, status(8), t0 + s(30)), Pushed::Forwarded);
 }
 
+/// What an agent sends with its defaults (a heartbeat after 5 s in which it sent nothing),
+/// pushed through a hub with the relay's defaults: the instants at which it forwards a frame
+/// of the agent's. `deltas` are when the agent sends a delta, ascending.
+fn forwarded_with_defaults(deltas: &[Duration], until: Duration) -> Vec<Duration> {
+    const AGENT_HEARTBEAT: Duration = Duration::from_secs(5);
+    let t0 = Instant::now();
+    let mut hub = Hub::new(HubConfig::default());
+    hub.upstream_connected(UP1, t0);
+    let link = hub.open("n1", hello(1), 10, t0).unwrap();
+    // an agent's stream opens with its snapshot and its kubelet read status
+    hub.push(link, msg(1, 1), 10, MessageKind::Snapshot, t0)
+        .unwrap();
+    hub.push(
+        link,
+        msg(1, 2),
+        10,
+        MessageKind::Status { fingerprint: 1 },
+        t0,
+    )
+    .unwrap();
+    let (mut forwarded, mut last_sent, mut next) = (Vec::new(), Duration::ZERO, 2);
+    let mut deltas = deltas.iter().copied().peekable();
+    while last_sent < until {
+        let heartbeat = last_sent + AGENT_HEARTBEAT;
+        let (at, kind) = match deltas.peek() {
+            Some(&d) if d <= heartbeat => {
+                deltas.next();
+                (d, MessageKind::Delta)
+            }
+            _ => (heartbeat, MessageKind::Status { fingerprint: 1 }),
+        };
+        next += 1;
+        if hub.push(link, msg(1, next), 10, kind, t0 + at).unwrap() == Pushed::Forwarded {
+            forwarded.push(at);
+        }
+        last_sent = at;
+    }
+    forwarded
+}
+
+#[test]
+fn with_the_defaults_deltas_every_15_s_carry_no_heartbeat_and_an_idle_node_is_heard_in_time() {
+    let s = Duration::from_secs;
+    // a kubelet refreshing every 15 s, seen by the agent's 1 s poll up to a second later
+    let deltas: Vec<Duration> = (1..=19u64)
+        .map(|k| s(15 * k) + Duration::from_millis(137 * k % 1000))
+        .collect();
+    let forwarded = forwarded_with_defaults(&deltas, s(300));
+    assert_eq!(forwarded, deltas, "only the deltas are forwarded");
+    // no delta at all: the heartbeats that are forwarded keep the node inside its 30 s TTL
+    let idle = forwarded_with_defaults(&[], s(300));
+    assert!(idle.len() >= 10, "{idle:?}");
+    let widest = (idle.windows(2).map(|w| w[1] - w[0]))
+        .chain([idle[0]])
+        .max()
+        .unwrap();
+    assert!(widest < s(25), "an idle node is heard every {widest:?}");
+}
+
 #[test]
 fn a_reconnected_upstream_gets_every_hello_then_waits_for_each_snapshot() {
     let t0 = Instant::now();

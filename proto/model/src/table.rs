@@ -75,8 +75,11 @@ pub struct PodTable {
 /// The names: which pods, which containers, in which order.
 #[derive(Debug, Default, PartialEq, Eq)]
 struct Layout {
-    /// Each pod with the end of its containers' range (the start is the previous pod's end).
-    pods: Vec<(PodKey, u32)>,
+    /// Every pod.
+    pods: Vec<PodKey>,
+    /// For each pod, the end of its containers' range (the start is the previous pod's end).
+    /// Apart from the keys, which would otherwise be padded to 24 bytes each.
+    ends: Vec<u32>,
     /// Every pod's containers, pod after pod.
     containers: Vec<ContainerName>,
 }
@@ -115,7 +118,7 @@ impl PodNames {
 
     /// The pod at `index` (from [`PodNames::pod_index`] or [`PodNames::container`]).
     pub fn pod(&self, index: usize) -> Option<&PodKey> {
-        self.0.pods.get(index).map(|(k, _)| k)
+        self.0.pods.get(index)
     }
 
     /// The slot of `key`'s container `name`: where its sample is in the [`PodTable`].
@@ -126,10 +129,7 @@ impl PodNames {
     /// The pod index and name of the container in `slot`.
     pub fn container(&self, slot: usize) -> Option<(usize, &ContainerName)> {
         let name = self.0.containers.get(slot)?;
-        let pod = self
-            .0
-            .pods
-            .partition_point(|(_, end)| *end as usize <= slot);
+        let pod = self.0.ends.partition_point(|end| *end as usize <= slot);
         Some((pod, name))
     }
 
@@ -160,8 +160,8 @@ impl PodNames {
         pods.iter()
             .enumerate()
             // pods are sorted by namespace: equal namespaces are adjacent
-            .filter(|(i, (k, _))| *i == 0 || pods[i - 1].0.namespace != k.namespace)
-            .map(|(_, (k, _))| &k.namespace)
+            .filter(|(i, k)| *i == 0 || pods[i - 1].namespace != k.namespace)
+            .map(|(_, k)| &k.namespace)
     }
 }
 
@@ -178,13 +178,13 @@ impl Layout {
     fn range(&self, pod: usize) -> std::ops::Range<usize> {
         let start = match pod {
             0 => 0,
-            i => self.pods[i - 1].1 as usize,
+            i => self.ends[i - 1] as usize,
         };
-        start..self.pods[pod].1 as usize
+        start..self.ends[pod] as usize
     }
 
     fn position(&self, key: &PodKey) -> Result<usize, usize> {
-        self.pods.binary_search_by(|(k, _)| k.cmp(key))
+        self.pods.binary_search(key)
     }
 
     /// Where the sample of `key`'s container `name` lives, if the layout has it.
@@ -213,7 +213,7 @@ struct Cursor {
 impl Cursor {
     /// The next slot if it holds `key`'s container `name` (the very same texts).
     fn next(&self, layout: &Layout, key: &PodKey, name: &ContainerName) -> Option<usize> {
-        let (pod, _) = layout.pods.get(self.pod)?;
+        let pod = layout.pods.get(self.pod)?;
         let held = layout.containers.get(self.slot)?;
         (held.same(name) && pod.same(key)).then_some(self.slot)
     }
@@ -222,8 +222,8 @@ impl Cursor {
     fn follow(&mut self, layout: &Layout, slot: usize) {
         self.slot = slot + 1;
         self.pod = layout
-            .pods
-            .partition_point(|(_, end)| *end as usize <= self.slot);
+            .ends
+            .partition_point(|end| *end as usize <= self.slot);
     }
 }
 
@@ -251,7 +251,7 @@ impl PodTable {
     fn pod(&self, i: usize) -> (&PodKey, PodUsage<'_>) {
         let range = self.layout.range(i);
         (
-            &self.layout.pods[i].0,
+            &self.layout.pods[i],
             PodUsage {
                 start: range.start,
                 names: &self.layout.containers[range],
@@ -284,8 +284,8 @@ impl PodTable {
         let range = match namespace {
             None => 0..pods.len(),
             Some(ns) => {
-                let from = pods.partition_point(|(k, _)| k.namespace.as_str() < ns);
-                let to = from + pods[from..].partition_point(|(k, _)| k.namespace.as_str() == ns);
+                let from = pods.partition_point(|k| k.namespace.as_str() < ns);
+                let to = from + pods[from..].partition_point(|k| k.namespace.as_str() == ns);
                 from..to
             }
         };
@@ -404,9 +404,9 @@ impl NodeUsage {
         let new = &reshape.after.0;
         let mut samples: Vec<Option<Sample>> = vec![None; new.containers.len()];
         let mut from = 0;
-        for (pod, (key, _)) in new.pods.iter().enumerate() {
-            from += old.pods[from..].partition_point(|(k, _)| k < key);
-            let Some((held, _)) = old.pods.get(from) else {
+        for (pod, key) in new.pods.iter().enumerate() {
+            from += old.pods[from..].partition_point(|k| k < key);
+            let Some(held) = old.pods.get(from) else {
                 break;
             };
             if held != key {
@@ -458,6 +458,7 @@ impl From<NodeView> for NodeUsage {
         let containers = view.container_count();
         let mut layout = Layout {
             pods: Vec::with_capacity(view.pods.len()),
+            ends: Vec::with_capacity(view.pods.len()),
             containers: Vec::with_capacity(containers),
         };
         let mut samples = Samples::with_capacity(containers);
@@ -467,7 +468,8 @@ impl From<NodeView> for NodeUsage {
                 samples.push(s);
             }
             // a node holds far fewer than 2^32 containers (the agent bounds a kubelet read)
-            layout.pods.push((key, layout.containers.len() as u32));
+            layout.pods.push(key);
+            layout.ends.push(layout.containers.len() as u32);
         }
         Self {
             node: view.node,

@@ -157,8 +157,11 @@ pub struct Config {
     #[arg(long, env = "KUBEPULSE_RELAY_BATCH_INTERVAL", default_value = "100ms", value_parser = parse_duration, help_heading = "Batching")]
     pub batch_interval: Duration,
     /// A batch goes out as soon as this many bytes are pending, and holds no more (one larger
-    /// message goes alone). Keep it at most the aggregators' --max-message-bytes.
-    #[arg(long, env = "KUBEPULSE_RELAY_MAX_BATCH_BYTES", default_value_t = 256 << 10, help_heading = "Batching")]
+    /// message goes alone). Keep it at most the aggregators' --max-message-bytes. Each
+    /// replica's receive buffer for this relay's stream grows to about twice the largest batch
+    /// and keeps that size; steady batches are far smaller (a delta is ~1-2 KiB), so a larger
+    /// value only speeds up the snapshots sent when a replica (re)connects.
+    #[arg(long, env = "KUBEPULSE_RELAY_MAX_BATCH_BYTES", default_value_t = 64 << 10, help_heading = "Batching")]
     pub max_batch_bytes: usize,
     /// Bytes that may wait for one replica; a replica that falls further behind is disconnected
     /// and, when it connects again, sent every agent's hello and a fresh snapshot. Must hold

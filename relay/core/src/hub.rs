@@ -48,7 +48,7 @@ impl Default for HubConfig {
     fn default() -> Self {
         Self {
             batch_interval: Duration::from_millis(100),
-            max_batch_bytes: 256 << 10,
+            max_batch_bytes: 64 << 10,
             max_pending_bytes: 256 << 20,
             heartbeat_forward_interval: Duration::from_secs(18),
             max_links: 20_000,

@@ -435,8 +435,12 @@ impl StreamDecoder {
         // ids come in increasing order: room for exactly these, no doubling
         self.pods.0.reserve_exact(pods.len());
         self.containers.0.reserve_exact(containers.len());
-        for def in pods {
-            let key = self.names.pod(&def.namespace, &def.name)?;
+        // one text for the names of all these pods
+        let keys = self.names.pods(
+            pods.iter()
+                .map(|def| (def.namespace.as_str(), def.name.as_str())),
+        )?;
+        for (def, key) in pods.iter().zip(keys) {
             if self.pods.contains_key(&def.id) {
                 return Err(WireError::DuplicateId {
                     kind: "pod",

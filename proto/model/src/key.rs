@@ -8,7 +8,7 @@ use std::collections::HashSet;
 use std::fmt;
 use std::sync::{Mutex, PoisonError};
 
-use arcstr::ArcStr;
+use arcstr::{ArcStr, Substr};
 
 /// Longest name we accept (the Kubernetes limit for object names).
 pub const MAX_NAME_LEN: usize = 253;
@@ -63,18 +63,16 @@ fn validate(kind: &'static str, name: &str) -> Result<(), KeyError> {
 }
 
 macro_rules! name_type {
-    ($(#[$doc:meta])* $ty:ident, $kind:literal) => {
+    ($(#[$doc:meta])* $ty:ident, $kind:literal, $text:ident, $same:path) => {
         $(#[$doc])*
-        ///
-        /// One pointer wide: the text is shared and its length is stored with it.
         #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-        pub struct $ty(ArcStr);
+        pub struct $ty($text);
 
         impl $ty {
             /// Validates and wraps a name.
             pub fn new(name: &str) -> Result<Self, KeyError> {
                 validate($kind, name)?;
-                Ok(Self(ArcStr::from(name)))
+                Ok(Self(ArcStr::from(name).into()))
             }
 
             /// The name as text.
@@ -86,7 +84,7 @@ macro_rules! name_type {
             /// that is often true for names shared through [`Names`] or cloned from one
             /// another. False says nothing; compare with `==` then.
             pub fn same(&self, other: &Self) -> bool {
-                ArcStr::ptr_eq(&self.0, &other.0)
+                $same(&self.0, &other.0)
             }
         }
 
@@ -112,23 +110,41 @@ macro_rules! name_type {
 
 name_type!(
     /// A node name, as in `metadata.name` of a Node.
+    ///
+    /// One pointer wide: the text is shared and its length is stored with it.
     NodeName,
-    "node"
+    "node",
+    ArcStr,
+    ArcStr::ptr_eq
 );
 name_type!(
     /// A container name, as in the kubelet's `container` label.
+    ///
+    /// One pointer wide: the text is shared and its length is stored with it.
     ContainerName,
-    "container"
+    "container",
+    ArcStr,
+    ArcStr::ptr_eq
 );
 name_type!(
     /// A namespace name.
+    ///
+    /// One pointer wide: the text is shared and its length is stored with it.
     Namespace,
-    "namespace"
+    "namespace",
+    ArcStr,
+    ArcStr::ptr_eq
 );
 name_type!(
     /// A pod name (without its namespace).
+    ///
+    /// Two pointers wide: a range of a shared text, so that the names of every pod a snapshot
+    /// defines can share one allocation ([`Names::pods`]) instead of one each, with its own
+    /// header and rounding (a pod name is the one name no other node repeats).
     PodName,
-    "pod"
+    "pod",
+    Substr,
+    Substr::shallow_eq
 );
 
 /// A pod, keyed like the kubelet and the Metrics API key it: namespace and name (no UID).
@@ -193,6 +209,34 @@ impl Names {
             namespace: self.namespace(namespace)?,
             name: PodName::new(name)?,
         })
+    }
+
+    /// Pod keys for (namespace, name) pairs, in order, as [`Names::pod`] makes them, except
+    /// that the pod names' texts are ranges of one allocation: the names a snapshot defines
+    /// cost their bytes and one header, not a header and a rounding each. The text lives as
+    /// long as any of these names does. The first invalid name is the error.
+    pub fn pods<'a>(
+        &self,
+        pairs: impl Iterator<Item = (&'a str, &'a str)> + Clone,
+    ) -> Result<Vec<PodKey>, KeyError> {
+        let mut text = String::new();
+        for (namespace, name) in pairs.clone() {
+            validate("namespace", namespace)?;
+            validate("pod", name)?;
+            text.push_str(name);
+        }
+        let text = ArcStr::from(text);
+        let mut at = 0;
+        pairs
+            .map(|(namespace, name)| {
+                let range = at..at + name.len();
+                at = range.end;
+                Ok(PodKey {
+                    namespace: self.namespace(namespace)?,
+                    name: PodName(text.substr(range)),
+                })
+            })
+            .collect()
     }
 
     /// Number of names held (in use or not swept yet).
@@ -283,11 +327,36 @@ mod tests {
     }
 
     #[test]
-    fn names_are_one_pointer_wide() {
+    fn names_are_one_pointer_wide_but_pod_names() {
         // a store holds several names per pod: their width is most of its per-pod memory
         assert_eq!(size_of::<NodeName>(), size_of::<usize>());
-        assert_eq!(size_of::<PodKey>(), 2 * size_of::<usize>());
+        assert_eq!(size_of::<PodKey>(), 3 * size_of::<usize>());
         assert_eq!(size_of::<Option<ContainerName>>(), size_of::<usize>());
+    }
+
+    #[test]
+    fn pods_share_one_text_and_compare_as_separate_names() {
+        let names = Names::default();
+        let pairs = [("a", "web-0"), ("b", "web-1"), ("a", "db-0")];
+        let keys = names.pods(pairs.iter().copied()).unwrap();
+        for ((ns, name), key) in pairs.iter().zip(&keys) {
+            assert_eq!(*key, PodKey::new(ns, name).unwrap());
+            assert_eq!(key.name.as_str(), *name);
+        }
+        assert!(keys[0].namespace.same(&keys[2].namespace));
+        assert!(keys[0].name.same(&keys[0].name.clone()));
+        assert!(!keys[0].name.same(&keys[1].name));
+        assert!(keys[2] < keys[0], "ordered by text: db-0 before web-0");
+        // the first invalid name is the error, whatever follows
+        assert!(matches!(
+            names.pods([("a", "ok"), ("a", "x/y"), ("", "z")].into_iter()),
+            Err(KeyError::InvalidChar { kind: "pod", .. })
+        ));
+        assert_eq!(
+            names.pods([("a", "ok"), ("", "x/y")].into_iter()),
+            Err(KeyError::Empty { kind: "namespace" })
+        );
+        assert_eq!(names.pods(std::iter::empty()).unwrap(), []);
     }
 
     #[test]

@@ -21,7 +21,12 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 // thread runs an ingest stream's task, so with several arenas they spread over several, each
 // holding its own partly used pages; one arena kept the resident set ~1.5 MiB smaller at 5,000
 // relayed nodes (34.7-34.9 against 36.1-36.4 MiB anonymous, two runs each) at the same CPU.
-// Each thread still allocates from its own cache first.
+// Each thread still allocates from its own cache first, but a small one: at most 16 objects
+// of a small size class (jemalloc's default: up to 200), 2 of a large one, none above 4 KiB.
+// Every update frees the copy of its node's samples that readers no longer hold (~900 bytes
+// each), and the default caches keep up to 200 of a size per thread: at 5,000 relayed nodes
+// anonymous memory was 27.2 MiB with the small caches against 29.4 MiB with the default
+// ones (26.6 MiB with none), the same CPU and HPA query rate (one run each).
 
 fn main() -> ExitCode {
     let config = Config::parse();

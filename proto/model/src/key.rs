@@ -211,10 +211,12 @@ impl Names {
         })
     }
 
-    /// Pod keys for (namespace, name) pairs, in order, as [`Names::pod`] makes them, except
-    /// that the pod names' texts are ranges of one allocation: the names a snapshot defines
-    /// cost their bytes and one header, not a header and a rounding each. The text lives as
-    /// long as any of these names does. The first invalid name is the error.
+    /// Pod keys for (namespace, name) pairs, in order, as [`Names::pod`] makes them, except that
+    /// the pod names' texts are ranges of one allocation: the names a snapshot defines cost their
+    /// bytes and one header, not a header and a rounding each. The text lives as long as any of
+    /// these names does: beyond its pods' names, a node keeps those of gone pods only while a pod
+    /// defined in the same message as theirs remains. The first invalid name is the error. The
+    /// names together must stay under 4 GiB (a snapshot is at most a gRPC message: 4 MiB).
     pub fn pods<'a>(
         &self,
         pairs: impl Iterator<Item = (&'a str, &'a str)> + Clone,

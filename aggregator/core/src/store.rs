@@ -17,7 +17,7 @@
 //! is dropped; until then the last good values are served with their real kubelet timestamps.
 
 use std::collections::{BTreeSet, HashMap};
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::time::{Duration, Instant};
 
 use kubepulse_model::{ApplyError, Delta, Epoch, Namespace, NodeName, Reshape, SlotSamples};
@@ -136,8 +136,9 @@ pub struct NodeEntry {
     pub view: Arc<NodeUsage>,
     /// True once a snapshot arrived and until the data expires.
     pub has_data: bool,
-    /// The agent's last kubelet read.
-    pub scrape: ScrapeStatus,
+    /// The agent's last kubelet read; shared by every node whose read went well and left
+    /// nothing to say (nearly all of them: see [`shared_scrape`]).
+    pub scrape: Arc<ScrapeStatus>,
     /// What the reporting stream announced.
     pub info: StreamInfo,
     /// Whether a stream is currently open for the node.
@@ -325,7 +326,7 @@ impl ClusterStore {
                 let entry = NodeEntry {
                     view: Arc::default(),
                     has_data: false,
-                    scrape: ScrapeStatus::default(),
+                    scrape: shared_scrape(ScrapeStatus::default()),
                     info,
                     connected: true,
                     last_message_at: now,
@@ -427,7 +428,9 @@ impl ClusterStore {
                 if status.ok && e.has_data {
                     e.fresh_at = now;
                 }
-                e.scrape = status;
+                if *e.scrape != status {
+                    e.scrape = shared_scrape(status);
+                }
             }
         }
         Ok(())
@@ -526,6 +529,26 @@ impl ClusterStore {
     pub fn is_empty(&self) -> bool {
         self.slots.is_empty()
     }
+}
+
+/// `status` behind a pointer: one shared by every node when it is a plain success or says
+/// nothing (the two statuses nearly every node has), its own otherwise. A node entry then
+/// holds a pointer instead of the status's 88 bytes, and copies of an entry are that much
+/// smaller.
+fn shared_scrape(status: ScrapeStatus) -> Arc<ScrapeStatus> {
+    static NOTHING: LazyLock<Arc<ScrapeStatus>> = LazyLock::new(Arc::default);
+    static OK: LazyLock<Arc<ScrapeStatus>> = LazyLock::new(|| {
+        Arc::new(ScrapeStatus {
+            ok: true,
+            ..ScrapeStatus::default()
+        })
+    });
+    for shared in [&*OK, &*NOTHING] {
+        if **shared == status {
+            return Arc::clone(shared);
+        }
+    }
+    Arc::new(status)
 }
 
 /// What happens to a node at `now` if nothing more arrives.

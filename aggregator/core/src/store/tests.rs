@@ -60,6 +60,37 @@ fn snapshot_then_delta_then_publish() {
     assert!(v.has_data());
 }
 
+/// Nodes whose kubelet reads go well share one status; a node with something to say has its
+/// own, and every node reads back what it was sent.
+#[test]
+fn plain_statuses_are_shared_and_read_back_as_sent() {
+    let t0 = Instant::now();
+    let mut store = ClusterStore::new(StoreConfig::default());
+    let ok = ScrapeStatus {
+        ok: true,
+        ..ScrapeStatus::default()
+    };
+    let failing = ScrapeStatus {
+        error: "connection refused".to_owned(),
+        ..ScrapeStatus::default()
+    };
+    for (i, status) in [&ok, &ok, &failing].into_iter().enumerate() {
+        let n = node(&format!("n{i}"));
+        store.open_stream(n.clone(), StreamId(i as u64), info(1), t0);
+        store
+            .apply(&n, StreamId(i as u64), Update::Status(status.clone()), t0)
+            .unwrap();
+    }
+    let v = store.publish();
+    let scrape = |i: usize| Arc::clone(&v.nodes[&node(&format!("n{i}"))].scrape);
+    assert_eq!(
+        [&*scrape(0), &*scrape(1), &*scrape(2)],
+        [&ok, &ok, &failing]
+    );
+    assert!(Arc::ptr_eq(&scrape(0), &scrape(1)));
+    assert!(!Arc::ptr_eq(&scrape(0), &scrape(2)));
+}
+
 /// Samples by slot land only on the very names they were decoded against; a reshape makes
 /// the table take the names it brings, and refuses names that differ from its result.
 #[test]

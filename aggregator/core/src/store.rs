@@ -136,8 +136,8 @@ pub struct NodeEntry {
     pub view: Arc<NodeUsage>,
     /// True once a snapshot arrived and until the data expires.
     pub has_data: bool,
-    /// The agent's last kubelet read; shared by every node whose read went well and left
-    /// nothing to say (nearly all of them: see [`shared_scrape`]).
+    /// The agent's last kubelet read; one shared by every node whose reads go well and leave
+    /// nothing to say (nearly all of them), its own otherwise.
     pub scrape: Arc<ScrapeStatus>,
     /// What the reporting stream announced.
     pub info: StreamInfo,

@@ -229,16 +229,17 @@ impl Names {
         }
         let text = ArcStr::from(text);
         let mut at = 0;
-        pairs
+        // every name is valid by now: only the namespaces' texts are left to share
+        Ok(pairs
             .map(|(namespace, name)| {
                 let range = at..at + name.len();
                 at = range.end;
-                Ok(PodKey {
-                    namespace: self.namespace(namespace)?,
+                PodKey {
+                    namespace: Namespace(self.intern(namespace)),
                     name: PodName(text.substr(range)),
-                })
+                }
             })
-            .collect()
+            .collect())
     }
 
     /// Number of names held (in use or not swept yet).
